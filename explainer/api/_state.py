@@ -1,0 +1,64 @@
+"""What every request can reach: settings, the service, the key ring."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+from flask import current_app, g, request
+
+from explainer.config import Settings
+from explainer.exceptions import ValidationError
+from explainer.keys import KeyRing, Role
+from explainer.service import ExplainerService
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    service: ExplainerService
+    keys: KeyRing
+
+
+def state() -> AppState:
+    return cast(AppState, current_app.extensions["crm_explain"])
+
+
+def service() -> ExplainerService:
+    return state().service
+
+
+def requires(role: Role) -> Callable[[F], F]:
+    """The one place an endpoint declares who may call it."""
+
+    def decorate(view: F) -> F:
+        @functools.wraps(view)
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            g.api_key = state().keys.authorize(_bearer(), role)
+            return view(*args, **kwargs)
+
+        wrapped.required_role = role  # type: ignore[attr-defined]
+        return cast(F, wrapped)
+
+    return decorate
+
+
+def _bearer() -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None
+
+
+def json_body() -> Any:
+    if not request.is_json:
+        raise ValidationError.for_field("body", "must be JSON (Content-Type: application/json)")
+    body = request.get_json(silent=True)
+    if body is None:
+        raise ValidationError.for_field("body", "is not valid JSON")
+    return body

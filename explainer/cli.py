@@ -1,0 +1,222 @@
+"""The ``crm-explain`` command line. Errors are one sentence on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import click
+
+from explainer.config import Settings
+from explainer.exceptions import ExplainerError
+from model_store.errors import StoreError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def friendly_errors(command: F) -> F:
+    """Known errors become one clear sentence and their exit code, never a traceback."""
+
+    @functools.wraps(command)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except (ExplainerError, StoreError) as exc:
+            click.echo(f"crm-explain: {exc.message}", err=True)
+            sys.exit(getattr(exc, "exit_code", 1))
+        except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+            click.echo(f"crm-explain: {exc.strerror}: {exc.filename}", err=True)
+            sys.exit(2)
+
+    return cast(F, wrapped)
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+def _store() -> Any:
+    from model_store import open_store
+
+    return open_store(_settings().store_url)
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="crm-explain")
+def main() -> None:
+    """Explanations for the scoring models inside CRM systems."""
+
+
+# -- serve -------------------------------------------------------------------------------
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64))
+@friendly_errors
+def serve(host: str, port: int, workers: int) -> None:
+    """Run the API under gunicorn (seeding the demo models into an empty store first)."""
+    from explainer.server import run_server
+
+    run_server(_settings(), host=host, port=port, workers=workers, echo=click.echo)
+
+
+# -- demo --------------------------------------------------------------------------------
+@main.group()
+def demo() -> None:
+    """The built-in demo models."""
+
+
+@demo.command("seed")
+@friendly_errors
+def demo_seed() -> None:
+    """(Re)build churn, case_priority and lead_score from synthetic CRM data."""
+    from model_store.demo import seed_demo
+
+    for record in seed_demo(_store()):
+        click.echo(f"registered and promoted {record.ref} (sha256 {record.sha256[:12]}…)")
+
+
+# -- models ------------------------------------------------------------------------------
+@main.group()
+def models() -> None:
+    """The model registry."""
+
+
+@models.command("list")
+@friendly_errors
+def models_list() -> None:
+    """Every model with its serving version."""
+    store = _store()
+    for name in store.names():
+        record = store.get(name)
+        click.echo(
+            f"{record.ref:<24} {record.stage:<11} {record.schema.task:<10} {record.sha256[:12]}"
+        )
+
+
+@models.command("show")
+@click.argument("name")
+@friendly_errors
+def models_show(name: str) -> None:
+    """A model's card: schema, versions, owner, intended use, metrics."""
+    from explainer.service import ExplainerService
+
+    _print_json(ExplainerService(_store()).card(name))
+
+
+@models.command("register")
+@click.argument("name")
+@click.argument("artifact", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--schema", "schema_file", type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option(
+    "--background",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A sample of the model's inputs (csv, parquet or jsonl); required.",
+)
+@click.option("--card", "card_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@friendly_errors
+def models_register(
+    name: str,
+    artifact: Path,
+    schema_file: Path | None,
+    background: Path | None,
+    card_file: Path | None,
+) -> None:
+    """Register ARTIFACT (a joblib file) as the next version of NAME."""
+    from explainer.exceptions import ValidationError
+    from explainer.io import read_table
+    from model_store.types import FeatureSchema
+
+    if background is None:
+        raise ValidationError.for_field("--background", "is required: a sample of the inputs")
+    schema = FeatureSchema.from_dict(_read_json(schema_file)) if schema_file else None
+    card = _read_json(card_file) if card_file else None
+    record = _store().register(
+        name, artifact.read_bytes(), background=read_table(background), schema=schema, card=card
+    )
+    click.echo(f"registered {record.ref} (sha256 {record.sha256})")
+
+
+@models.command("promote")
+@click.argument("name")
+@click.argument("version", type=int)
+@friendly_errors
+def models_promote(name: str, version: int) -> None:
+    """Make VERSION the production version of NAME."""
+    record = _store().promote(name, version)
+    click.echo(f"{record.ref} is now in production")
+
+
+# -- importance --------------------------------------------------------------------------
+@main.command()
+@click.argument("ref")
+@click.option("--compare", "others", multiple=True, help="Another NAME@VERSION to set beside it.")
+@click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--method", type=click.Choice(["shap", "lime"]), default="shap", show_default=True)
+@click.option(
+    "--plot", type=click.Path(dir_okay=False, path_type=Path), help="FILE.svg or FILE.png"
+)
+@friendly_errors
+def importance(
+    ref: str, others: tuple[str, ...], data: Path | None, method: str, plot: Path | None
+) -> None:
+    """Global importance (mean |attribution| per raw feature) of NAME[@VERSION]."""
+    from explainer.io import read_table
+    from explainer.plots import importance_plot
+    from explainer.service import ExplainerService, parse_ref
+
+    service = ExplainerService(_store())
+    frame = read_table(data) if data else None
+    if others:
+        if frame is not None:
+            click.echo(
+                "crm-explain: --data is ignored with --compare (background samples are used)",
+                err=True,
+            )
+        result = service.compare([ref, *others], method=method)  # type: ignore[arg-type]
+    else:
+        name, version = parse_ref(ref)
+        result = service.importance(name, version, method=method, data=frame)  # type: ignore[arg-type]
+    if plot:
+        importance_plot(result, plot)
+        click.echo(f"plot written to {plot}", err=True)
+    _print_json(result)
+
+
+# -- keys --------------------------------------------------------------------------------
+@main.group()
+def keys() -> None:
+    """API keys."""
+
+
+@keys.command("create")
+@click.option("--role", required=True, type=click.Choice(["crm", "analyst", "auditor", "admin"]))
+@friendly_errors
+def keys_create(role: str) -> None:
+    """Create a key for ROLE; it is printed once and stored only as a hash."""
+    from explainer.keys import KeyRing
+
+    stored, plain = KeyRing.load(_settings().home).create(role)
+    click.echo(plain)
+    click.echo(f"created key {stored.id} with role {stored.role}", err=True)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        from explainer.exceptions import ValidationError
+
+        raise ValidationError.for_field(
+            str(path), f"is not valid JSON ({exc.msg}, line {exc.lineno})"
+        ) from None

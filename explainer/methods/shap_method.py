@@ -1,0 +1,212 @@
+"""SHAP attributions, exact where the algorithm allows it.
+
+Which algorithm explains a model (``plan_for``):
+
+=================  ==============  ===============================================================
+model family       output          algorithm
+=================  ==============  ===============================================================
+XGBoost, binary    log_odds        path-dependent TreeSHAP: XGBoost's own ``pred_contribs``
+XGBoost, binary    probability     interventional TreeSHAP against the background sample
+sklearn forests    probability     interventional TreeSHAP (their raw output is a probability)
+sklearn boosting   log_odds        path-dependent TreeSHAP (raw output is the log-odds)
+sklearn boosting   probability     interventional TreeSHAP, model_output="probability"
+linear, binary     log_odds        interventional linear SHAP (exact for a linear margin)
+anything else      either          exact Shapley values over the raw features (shap's Exact
+                                   explainer, <= 12 features) or antithetic permutations
+=================  ==============  ===============================================================
+
+Attributions over encoded columns are summed back to the raw feature each column came from.
+In every case ``base_value + sum(contributions)`` equals the explained score.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from explainer.methods._model import PreparedModel
+from explainer.methods.base import AttributionBatch, additivity_errors
+from explainer.types import OutputSpace
+
+Algorithm = Literal[
+    "xgb_pred_contribs", "tree_interventional", "tree_path_dependent", "linear", "model_agnostic"
+]
+
+#: (values, base values, per-row quality extras) as one algorithm returns them.
+_Raw = tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]
+
+#: Background rows the interventional algorithms integrate over.
+INTERVENTIONAL_ROWS = 100
+#: Background rows for the model-agnostic fallback (it calls the model 2^M times per row).
+AGNOSTIC_ROWS = 40
+#: Up to this many raw features, the fallback enumerates every coalition (exact Shapley).
+EXACT_MAX_FEATURES = 10
+
+
+def plan_for(model: PreparedModel, output: OutputSpace) -> Algorithm:
+    binary = len(model.classes) == 2
+    if not model.decomposable:
+        return "model_agnostic"
+    family = model.family
+    if family == "xgboost" and binary:
+        return "xgb_pred_contribs" if output == "log_odds" else "tree_interventional"
+    if family == "sklearn_forest" and output == "probability":
+        return "tree_interventional"
+    if family == "sklearn_boosting" and binary:
+        return "tree_path_dependent" if output == "log_odds" else "tree_interventional"
+    if family == "linear" and binary and output == "log_odds":
+        return "linear"
+    return "model_agnostic"
+
+
+class ShapExplainer:
+    name = "shap"
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[str, int, str, str], Any] = {}
+        self._lock = threading.Lock()
+
+    def explain(
+        self,
+        model: PreparedModel,
+        frame: pd.DataFrame,
+        class_indices: np.ndarray,
+        output: OutputSpace,
+        *,
+        seed: int,
+    ) -> AttributionBatch:
+        algorithm = plan_for(model, output)
+        values = np.zeros((len(frame), len(model.schema.features)))
+        base = np.zeros(len(frame))
+        extras: dict[str, np.ndarray] = {}
+        for k in np.unique(class_indices):
+            rows = np.flatnonzero(class_indices == k)
+            result = self._run(algorithm, model, frame.iloc[rows], int(k), output, seed)
+            values[rows], base[rows] = result[0], result[1]
+            for name, per_row in result[2].items():
+                extras.setdefault(name, np.zeros(len(frame)))[rows] = per_row
+        scores = model.score_in(frame, class_indices, output)
+        errors = additivity_errors(values, base, scores)
+        quality: list[dict[str, float | None]] = [
+            {"additivity_error": float(e)} | {n: float(v[i]) for n, v in extras.items()}
+            for i, e in enumerate(errors)
+        ]
+        meta = {"algorithm": algorithm, "background_rows": _background_rows(algorithm, model)}
+        return AttributionBatch(
+            values=values, base_values=base, scores=scores, quality=quality, meta=meta
+        )
+
+    def _run(
+        self,
+        algorithm: Algorithm,
+        model: PreparedModel,
+        frame: pd.DataFrame,
+        k: int,
+        output: OutputSpace,
+        seed: int,
+    ) -> _Raw:
+        """Raw values (n, M), base values (n,) and per-row extras explaining class ``k``."""
+        if algorithm == "model_agnostic":
+            return self._agnostic(model, frame, k, output, seed)
+        if algorithm == "xgb_pred_contribs":
+            values, base, extras = self._pred_contribs(model, frame)
+        elif algorithm == "linear":
+            values, base, extras = self._linear(model, frame)
+        else:
+            perturbation = "interventional" if algorithm == "tree_interventional" else algorithm
+            values, base, extras = self._tree(model, frame, perturbation)
+        if values.ndim == 3:  # one output per class
+            return values[:, :, k], base[:, k], extras
+        if k == 1:
+            return values, base, extras
+        # a single output explains the positive class; the negative one is its mirror image
+        return -values, (1.0 - base) if output == "probability" else -base, extras
+
+    # -- algorithms: (values, base) for the positive class, or with a trailing class axis ----
+    def _pred_contribs(self, model: PreparedModel, frame: pd.DataFrame) -> _Raw:
+        encoded = model.transform(frame)
+        contribs = model.xgb_contributions(encoded)
+        values = model.sum_to_raw(contribs[:, :-1])
+        # XGBoost sums contributions in float32: its bias column misses the margin by up to
+        # ~1e-5. The contributions stay exactly XGBoost's; the base value takes the residual.
+        base = model.xgb_margins(encoded) - values.sum(axis=1)
+        return values, base, {"float32_residual": np.abs(base - contribs[:, -1])}
+
+    def _tree(self, model: PreparedModel, frame: pd.DataFrame, perturbation: str) -> _Raw:
+        explainer = self._cached(
+            model, f"tree-{perturbation}", lambda: _tree_explainer(model, perturbation)
+        )
+        encoded = np.asarray(
+            explainer.shap_values(model.transform(frame), check_additivity=False), dtype=float
+        )
+        expected = np.atleast_1d(np.asarray(explainer.expected_value, dtype=float))
+        if encoded.ndim == 3:
+            raw = np.stack([model.sum_to_raw(encoded[:, :, c]) for c in range(encoded.shape[2])], 2)
+            return raw, np.tile(expected, (len(frame), 1)), {}
+        return model.sum_to_raw(encoded), np.full(len(frame), expected[0]), {}
+
+    def _linear(self, model: PreparedModel, frame: pd.DataFrame) -> _Raw:
+        explainer = self._cached(model, "linear", lambda: _linear_explainer(model))
+        encoded = np.asarray(explainer.shap_values(model.transform(frame)), dtype=float)
+        base = float(np.atleast_1d(explainer.expected_value)[0])
+        return model.sum_to_raw(encoded), np.full(len(frame), base), {}
+
+    def _agnostic(
+        self, model: PreparedModel, frame: pd.DataFrame, k: int, output: OutputSpace, seed: int
+    ) -> _Raw:
+        import shap
+
+        codec = model.codec
+        background = codec.encode(model.background.iloc[:AGNOSTIC_ROWS])
+
+        def score(codes: np.ndarray) -> np.ndarray:
+            return model.score(codec.decode(codes), k, output)
+
+        masker = shap.maskers.Independent(background, max_samples=AGNOSTIC_ROWS)
+        rows = codec.encode(frame)
+        if len(codec.names) <= EXACT_MAX_FEATURES:
+            result = shap.explainers.ExactExplainer(score, masker)(rows, silent=True)
+        else:
+            permutation = shap.explainers.PermutationExplainer(score, masker, seed=seed)
+            result = permutation(rows, max_evals=20 * len(codec.names) + 1, silent=True)
+        values = np.asarray(result.values, dtype=float)
+        return values, np.asarray(result.base_values, dtype=float), {}
+
+    def _cached(self, model: PreparedModel, kind: str, build: Callable[[], Any]) -> Any:
+        key = (model.record.name, model.record.version, model.record.sha256, kind)
+        with self._lock:
+            if key not in self._cache:
+                self._cache[key] = build()
+            return self._cache[key]
+
+
+def _tree_explainer(model: PreparedModel, perturbation: str) -> Any:
+    import shap
+
+    final = model.final_estimator
+    if perturbation == "tree_path_dependent":
+        return shap.TreeExplainer(final, feature_perturbation="tree_path_dependent")
+    background = model.transform(model.background.iloc[:INTERVENTIONAL_ROWS])
+    output = "raw" if model.family == "sklearn_forest" else "probability"
+    return shap.TreeExplainer(
+        final, data=background, feature_perturbation="interventional", model_output=output
+    )
+
+
+def _linear_explainer(model: PreparedModel) -> Any:
+    import shap
+
+    background = model.transform(model.background.iloc[:INTERVENTIONAL_ROWS])
+    return shap.LinearExplainer(model.final_estimator, shap.maskers.Independent(background))
+
+
+def _background_rows(algorithm: Algorithm, model: PreparedModel) -> int | None:
+    if algorithm in ("tree_interventional", "linear"):
+        return min(INTERVENTIONAL_ROWS, len(model.background))
+    if algorithm == "model_agnostic":
+        return min(AGNOSTIC_ROWS, len(model.background))
+    return None

@@ -1,0 +1,85 @@
+"""``crm-explain serve``: the API under gunicorn.
+
+The app and the models load once in the master (``preload_app``) so workers share their
+memory; each worker opens its own archive connection and writer thread after the fork,
+since neither database connections nor threads survive one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from explainer.config import Settings
+from explainer.keys import ROLES, KeyRing
+
+
+def prepare_home(settings: Settings, echo: Callable[[str], None]) -> None:
+    """On a first start: seed the demo models into an empty store and make API keys."""
+    from model_store import open_store
+    from model_store.demo import seed_demo
+
+    settings.home.mkdir(parents=True, exist_ok=True)
+    store = open_store(settings.store_url)
+    if not store.names():
+        echo(
+            "The model store is empty: training the demo models (churn, case_priority, lead_score)…"
+        )
+        for record in seed_demo(store):
+            echo(f"  {record.ref} ready")
+    if settings.api_keys:
+        return
+    ring = KeyRing.load(settings.home)
+    if ring.empty:
+        echo("API keys for this service (shown once; stored only as hashes):")
+        for role in ROLES:
+            _, plain = ring.create(role)
+            echo(f"  {role:<8} {plain}")
+
+
+def run_server(
+    settings: Settings, *, host: str, port: int, workers: int, echo: Callable[[str], None]
+) -> None:
+    from gunicorn.app.base import BaseApplication
+
+    from explainer.api import create_app
+    from explainer.service import ExplainerService
+
+    prepare_home(settings, echo)
+    service = ExplainerService.from_settings(replace(settings, archive_enabled=False))
+    service.warm_up()
+    app = create_app(settings, service=service)
+
+    def post_fork(server: Any, worker: Any) -> None:
+        from explainer.archive import Secrets, open_archive
+
+        if settings.archive_enabled:
+            service.archive = open_archive(
+                settings.archive_url, Secrets.load_or_create(settings.home)
+            )
+
+    def worker_exit(server: Any, worker: Any) -> None:
+        service.close()
+
+    class Server(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            options = {
+                "bind": f"{host}:{port}",
+                "workers": workers,
+                "worker_class": "sync",
+                "preload_app": True,
+                "timeout": 60,
+                "graceful_timeout": 10,
+                "post_fork": post_fork,
+                "worker_exit": worker_exit,
+                "accesslog": None,
+            }
+            for key, value in options.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> Any:
+            return app
+
+    echo(f"crm-explain listening on http://{host}:{port} with {workers} worker(s)")
+    Server().run()

@@ -1,0 +1,95 @@
+"""Shared fixtures: the demo models (trained once per session), services and apps on them."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import joblib
+import pandas as pd
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from explainer.api import create_app
+from explainer.config import Settings
+from explainer.keys import KeyRing
+from explainer.service import ExplainerService
+from model_store import FileSystemStore, MemoryStore
+from model_store.demo import DemoModel, build_demo_models, demo_frame
+
+KEYS = {"crm-key": "crm", "analyst-key": "analyst", "auditor-key": "auditor", "admin-key": "admin"}
+DEMO_NAMES = ("churn", "case_priority", "lead_score")
+
+
+def auth(role: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {role}-key"}
+
+
+@pytest.fixture(scope="session")
+def demo_models() -> dict[str, DemoModel]:
+    return {m.name: m for m in build_demo_models()}
+
+
+def register_demo(store: FileSystemStore, demo_models: dict[str, DemoModel]) -> None:
+    for model in demo_models.values():
+        buffer = io.BytesIO()
+        joblib.dump(model.estimator, buffer)
+        record = store.register(
+            model.name,
+            buffer.getvalue(),
+            background=model.background,
+            schema=model.schema,
+            card=model.card,
+        )
+        store.promote(model.name, record.version)
+
+
+@pytest.fixture(scope="session")
+def demo_store(demo_models: dict[str, DemoModel]) -> FileSystemStore:
+    """A read-only registry holding the three demo models (tests must not write to it)."""
+    store = MemoryStore()
+    register_demo(store, demo_models)
+    return store
+
+
+@pytest.fixture(scope="session")
+def demo_service(demo_store: FileSystemStore) -> ExplainerService:
+    return ExplainerService(demo_store)
+
+
+@pytest.fixture
+def store(demo_models: dict[str, DemoModel]) -> FileSystemStore:
+    """A fresh registry with the demo models that a test may change."""
+    fresh = MemoryStore()
+    register_demo(fresh, demo_models)
+    return fresh
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings.from_env(
+        {"CRM_EXPLAIN_HOME": str(tmp_path / "home")}, api_keys=KEYS, archive_enabled=False
+    )
+
+
+@pytest.fixture
+def app(settings: Settings, demo_service: ExplainerService) -> Flask:
+    return create_app(settings, service=demo_service, keys=KeyRing.from_plain(KEYS))
+
+
+@pytest.fixture
+def client(app: Flask) -> Iterator[FlaskClient]:
+    with app.test_client() as client:
+        yield client
+
+
+def customers(name: str, n: int, seed: int = 7) -> pd.DataFrame:
+    """``n`` synthetic customers of a demo model, not seen in training."""
+    return demo_frame(name, n, seed=seed)
+
+
+def features_of(frame: pd.DataFrame, names: list[str], i: int) -> dict[str, object]:
+    row = frame.iloc[i]
+    return {n: (row[n].item() if hasattr(row[n], "item") else row[n]) for n in names}

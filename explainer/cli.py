@@ -193,6 +193,81 @@ def importance(
     _print_json(result)
 
 
+# -- audit -------------------------------------------------------------------------------
+@main.group()
+def audit() -> None:
+    """The tamper-evident explanation archive."""
+
+
+def _oversight() -> Any:
+    from explainer.service import ExplainerService
+
+    return ExplainerService.from_settings(_settings()).oversight
+
+
+@audit.command("export")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--model", default=None, help="Only this model's explanations.")
+@click.option("--since", default=None, help="ISO 8601 time, inclusive.")
+@click.option("--until", default=None, help="ISO 8601 time, exclusive.")
+@friendly_errors
+def audit_export(out: Path, model: str | None, since: str | None, until: str | None) -> None:
+    """Write a signed audit bundle (zip) that `audit verify` checks offline."""
+    from explainer.validation import parse_datetime
+
+    with out.open("wb") as handle:
+        manifest = _oversight().export(
+            handle,
+            model=model,
+            since=parse_datetime(since, "--since"),
+            until=parse_datetime(until, "--until"),
+        )
+    click.echo(f"wrote {manifest['count']} records to {out}")
+
+
+@audit.command("verify")
+@click.argument(
+    "bundle", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option(
+    "--archive", "live", is_flag=True, help="Verify the live archive instead of a bundle."
+)
+@friendly_errors
+def audit_verify(bundle: Path | None, live: bool) -> None:
+    """Check a bundle offline (no server, no database) or, with --archive, the live archive.
+
+    Exits 0 when intact; otherwise non-zero, naming the first record that fails."""
+    from explainer.exceptions import ValidationError
+
+    if bool(bundle) == live:
+        raise ValidationError.for_field("BUNDLE", "give either a bundle file or --archive")
+    if live:
+        report = _oversight().verify()
+    else:
+        from explainer.archive import verify_bundle
+
+        report = verify_bundle(bundle).to_dict()
+    if report["ok"]:
+        click.echo(f"intact: {report['records']} records, head {report['head']}")
+        return
+    bad = report["first_bad"] or {}
+    where = f"record seq {bad.get('seq')} (id {bad.get('id')})" if bad.get("seq") else "the bundle"
+    click.echo(f"crm-explain: verification failed at {where}: {bad.get('reason')}", err=True)
+    sys.exit(9)
+
+
+@audit.command("prune")
+@click.option("--before", required=True, help="Delete records created before this ISO time.")
+@friendly_errors
+def audit_prune(before: str) -> None:
+    """Apply the retention period; a checkpoint keeps the rest of the chain verifiable."""
+    from explainer.validation import parse_datetime
+
+    cutoff = parse_datetime(before, "--before")
+    assert cutoff is not None
+    click.echo(f"pruned {_oversight().prune(cutoff)} records")
+
+
 # -- keys --------------------------------------------------------------------------------
 @main.group()
 def keys() -> None:
@@ -220,3 +295,7 @@ def _read_json(path: Path) -> Any:
         raise ValidationError.for_field(
             str(path), f"is not valid JSON ({exc.msg}, line {exc.lineno})"
         ) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -13,14 +13,15 @@ import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from importlib import metadata
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from explainer.config import Settings
-from explainer.exceptions import NotFound, ValidationError
+from explainer.exceptions import NotFound, Unavailable, ValidationError
 from explainer.methods import AttributionBatch, Explainer, PreparedModel, build_explainers
 from explainer.methods.registry import get_explainer
 from explainer.rationale import band_for, rationale
@@ -70,6 +71,7 @@ class ExplainerService:
         self._models: dict[tuple[str, int, str], PreparedModel] = {}
         self._importances: dict[tuple[str, int, str, str, str], dict[str, Any]] = {}
         self._lock = threading.RLock()
+        self.oversight = Oversight(self)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ExplainerService:
@@ -383,6 +385,71 @@ class ExplainerService:
         ]
         self.archive.append(entries)
         return [e.replace(archived=True) for e in explanations]
+
+
+class Oversight:
+    """The archive's side of the service: audit, contest and review, data-subject erasure."""
+
+    def __init__(self, service: ExplainerService) -> None:
+        self._service = service
+
+    @property
+    def archive(self) -> Archive:
+        if self._service.archive is None:
+            raise Unavailable("the explanation archive is not configured for this service")
+        return self._service.archive
+
+    def records(self, **filters: Any) -> tuple[list[dict[str, Any]], str | None]:
+        return self.archive.list(**filters)
+
+    def record(self, record_id: str) -> dict[str, Any]:
+        return self.archive.get(record_id)
+
+    def verify(self) -> dict[str, Any]:
+        return self.archive.verify().to_dict()
+
+    def export(
+        self,
+        out: IO[bytes],
+        *,
+        model: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> dict[str, Any]:
+        return self.archive.export_bundle(
+            out, model=model, since=since, until=until, model_cards=self._cards()
+        )
+
+    def contest(self, explanation_id: str, reason: str, request_id: str | None) -> dict[str, Any]:
+        return self.archive.open_case(
+            explanation_id, reason, opened_by="customer", request_id=request_id
+        )
+
+    def reviews(self, status: str | None = None) -> list[dict[str, Any]]:
+        return self.archive.list_cases(status)  # type: ignore[arg-type]
+
+    def decide(
+        self, case_id: str, decision: str, note: str, decided_by: str | None
+    ) -> dict[str, Any]:
+        return self.archive.decide_case(case_id, decision, note, decided_by=decided_by)  # type: ignore[arg-type]
+
+    def erase_subject(self, customer_id: str) -> int:
+        return self.archive.erase_subject(customer_id)
+
+    def prune(self, before: datetime) -> int:
+        return self.archive.prune(before)
+
+    def _cards(self) -> dict[str, dict[str, Any]]:
+        store = self._service.store
+        return {
+            record.ref: {
+                "schema": record.schema.to_dict(),
+                "sha256": record.sha256,
+                **dict(record.card),
+            }
+            for name in store.names()
+            for record in store.versions(name)
+        }
 
 
 def parse_ref(ref: str) -> tuple[str, int | None]:

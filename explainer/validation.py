@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 import pydantic
@@ -63,7 +64,8 @@ def validate_features(
     schema: FeatureSchema, features: Mapping[str, Any], prefix: str
 ) -> dict[str, Any]:
     """The features as the model takes them, or a ValidationError naming each bad one."""
-    return parse(_features_model(schema), features, prefix).model_dump()
+    parse(_features_model(schema), features, prefix)
+    return {name: features[name] for name in schema.feature_names}  # as sent: 3 stays 3
 
 
 def validate_instances(
@@ -120,6 +122,8 @@ def _message(error: Mapping[str, Any]) -> str:
         return "is not a field of this request or model schema"
     if error["type"] == "missing":
         return "is required"
+    if error["type"] == "value_error" and "error" in error.get("ctx", {}):
+        return str(error["ctx"]["error"])
     return str(error["msg"])
 
 
@@ -135,7 +139,7 @@ def parse_version(raw: Any, field: str) -> int | None:
         return None
     if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 1:
         return raw
-    if isinstance(raw, str) and raw.isdigit() and int(raw) >= 1:
+    if isinstance(raw, str) and raw.isascii() and raw.isdigit() and int(raw) >= 1:
         return int(raw)
     raise ValidationError.for_field(field, "must be a positive integer")
 
@@ -154,3 +158,157 @@ def parse_output(raw: str | None) -> Literal["probability", "log_odds"] | None:
             "output", f"must be 'probability' or 'log_odds', not {raw!r}"
         )
     return raw  # type: ignore[return-value]
+
+
+def parse_datetime(raw: str | None, field: str) -> datetime | None:
+    """An ISO 8601 time (a date alone means its midnight, UTC when no zone is given)."""
+    if raw is None or raw == "":
+        return None
+    try:
+        parsed = datetime.fromisoformat(raw)
+    except ValueError:
+        raise ValidationError.for_field(field, f"must be an ISO 8601 time, not {raw!r}") from None
+    try:
+        return as_utc(parsed)
+    except ValueError as exc:
+        raise ValidationError.for_field(field, str(exc)) from None
+
+
+def parse_limit(
+    raw: str | None, field: str = "limit", *, default: int = 50, most: int = 500
+) -> int:
+    if raw is None or raw == "":
+        return default
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= most:
+        raise ValidationError.for_field(field, f"must be an integer from 1 to {most}")
+    return int(raw)
+
+
+class ContestRequest(_Strict):
+    reason: Annotated[str, Field(min_length=1, max_length=2000)]
+
+
+class ReviewDecisionRequest(_Strict):
+    decision: Literal["upheld", "overturned", "amended"]
+    note: Annotated[str, Field(max_length=4000)] = ""
+
+
+def as_utc(moment: datetime) -> datetime:
+    """``moment`` in UTC (naive means UTC); a ValueError when it falls outside the calendar."""
+    try:
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is outside the range of dates this service handles") from None
+
+
+def _iso_time(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("must be an ISO 8601 time, as a string")
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"must be an ISO 8601 time, not {value!r}") from None
+
+
+#: A time in a request: an ISO 8601 string (as ``parse_datetime`` reads it), normalised to UTC.
+UtcDateTime = Annotated[
+    datetime,
+    pydantic.BeforeValidator(_iso_time),
+    pydantic.AfterValidator(as_utc),
+    pydantic.WithJsonSchema(
+        {"type": "string", "description": "An ISO 8601 time; UTC when it names no zone."}
+    ),
+]
+
+
+class ExportRequest(_Strict):
+    model: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    since: UtcDateTime | None = None
+    until: UtcDateTime | None = None
+
+
+# -- request limits and query parameters (checked before a view runs) -------------------------
+
+#: JSON nested deeper than this many levels is refused (an explain request needs four).
+MAX_JSON_DEPTH = 32
+
+
+def check_depth(value: Any, limit: int = MAX_JSON_DEPTH, field: str = "body") -> None:
+    """A ValidationError naming ``field`` when ``value`` nests deeper than ``limit`` levels."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            raise ValidationError.for_field(field, f"nests deeper than {limit} levels")
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+
+
+#: A model's name as the registry accepts it; no other name can be registered.
+MODEL_NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
+#: ``NAME@VERSION``, or a bare ``NAME`` for its production version.
+_REF = r"[a-z][a-z0-9_-]{0,63}(@[1-9][0-9]{0,8})?"
+
+Method = Literal["shap", "lime"]
+Output = Literal["probability", "log_odds"]
+Version = Annotated[int, Field(ge=1, le=999_999_999, description="Absent: the production version.")]
+ModelName = Annotated[str, Field(min_length=1, max_length=64, description="A model's name.")]
+CustomerId = Annotated[str, Field(min_length=1, max_length=128)]
+#: An archive cursor: what ``next_cursor`` handed out (base64url, at most 28 characters).
+Cursor = Annotated[
+    str,
+    Field(pattern=r"^[A-Za-z0-9_-]{1,28}={0,2}$", description="The previous page's next_cursor."),
+]
+ModelRefs = Annotated[
+    str,
+    Field(
+        pattern=rf"^ *{_REF} *(, *{_REF} *)+$",
+        max_length=2000,
+        description="At least two NAME@VERSION, comma separated: churn@1,churn@2.",
+    ),
+]
+
+
+class _Query(BaseModel):
+    """Query (or path) parameters, checked like a body. Parameters not listed are ignored."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class ModelPath(_Query):
+    name: Annotated[str, Field(pattern=MODEL_NAME_PATTERN, description="A registered model.")]
+
+
+class ImportanceQuery(_Query):
+    version: Version | None = None
+    method: Method = "shap"
+    output: Annotated[Output | None, Field(description="Absent: the model's native space.")] = None
+
+
+class CompareQuery(_Query):
+    models: ModelRefs
+    method: Method = "shap"
+
+
+class AuditQuery(_Query):
+    model: ModelName | None = None
+    customer_id: CustomerId | None = None
+    since: Annotated[UtcDateTime | None, Field(description="ISO 8601: at or after.")] = None
+    until: Annotated[UtcDateTime | None, Field(description="ISO 8601: before.")] = None
+    limit: Annotated[int, Field(ge=1, le=500, description="Records per page.")] = 50
+    cursor: Cursor | None = None
+
+
+class ReviewsQuery(_Query):
+    status: Literal["open", "closed"] | None = None
+
+
+class PromoteRequest(_Strict):
+    version: Annotated[int, Field(ge=1, strict=True, description="The version to serve.")]
+
+
+def check_params(model: type[BaseModel], params: Mapping[str, str]) -> None:
+    """A ValidationError naming each bad parameter; an empty value counts as absent."""
+    parse(model, {key: value for key, value in params.items() if value != ""})

@@ -93,3 +93,22 @@ def customers(name: str, n: int, seed: int = 7) -> pd.DataFrame:
 def features_of(frame: pd.DataFrame, names: list[str], i: int) -> dict[str, object]:
     row = frame.iloc[i]
     return {n: (row[n].item() if hasattr(row[n], "item") else row[n]) for n in names}
+
+
+@pytest.fixture
+def archive_service(demo_service: ExplainerService, tmp_path: Path) -> Iterator[ExplainerService]:
+    """The demo models (already loaded) with a fresh SQLite archive of the test's own."""
+    from explainer.archive import Secrets, open_archive
+
+    archive = open_archive(f"sqlite:///{tmp_path / 'archive.db'}", Secrets.generate())
+    service = ExplainerService(demo_service.store, archive=archive)
+    service._models = demo_service._models  # share the verified, loaded models
+    yield service
+    archive.close()
+
+
+@pytest.fixture
+def archived_client(settings: Settings, archive_service: ExplainerService) -> Iterator[FlaskClient]:
+    app = create_app(settings, service=archive_service, keys=KeyRing.from_plain(KEYS))
+    with app.test_client() as client:
+        yield client

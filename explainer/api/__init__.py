@@ -7,7 +7,7 @@ import uuid
 
 from flask import Flask, Response, g, request
 
-from explainer.api import errors, explain, health, models
+from explainer.api import audit, errors, explain, health, models, oversight
 from explainer.api._state import AppState
 from explainer.config import Settings
 from explainer.keys import KeyRing
@@ -34,7 +34,7 @@ def create_app(
         keys=keys or default_keys(settings),
     )
     errors.init_app(app)
-    for blueprint in (health.bp, models.bp, explain.bp):
+    for blueprint in (health.bp, models.bp, explain.bp, audit.bp, oversight.bp):
         app.register_blueprint(blueprint)
     app.before_request(_assign_request_id)
     app.after_request(_echo_request_id)

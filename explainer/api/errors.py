@@ -88,7 +88,11 @@ def handle_http(exc: HTTPException) -> Response:
         413: "The request body is larger than the service accepts.",
         400: "The request body is not valid JSON.",
     }.get(status, exc.description or exc.name)
-    return problem(status, exc.name, detail, exc.name.lower().replace(" ", "_"))
+    response = problem(status, exc.name, detail, exc.name.lower().replace(" ", "_"))
+    for name, value in exc.get_headers():  # e.g. the Allow header a 405 must carry
+        if name.lower() != "content-type":
+            response.headers[name] = value
+    return response
 
 
 def init_app(app: Flask) -> None:

@@ -1,0 +1,105 @@
+"""Engines and transactions for SQLite (WAL, busy timeout) and PostgreSQL (psycopg 3).
+
+Writers serialise on the archive head: SQLite writes run in ``BEGIN IMMEDIATE`` (one
+writer per database file, other writers wait up to the busy timeout); PostgreSQL writes
+lock the head row with ``SELECT ... FOR UPDATE`` (see ``_chain.lock_head``).
+Every database error leaves this module as ``Unavailable``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError
+
+from explainer.exceptions import Unavailable, ValidationError
+
+_WRITE = "crm_explain_archive_write"
+
+
+def create_archive_engine(url: str, timeout: float) -> Engine:
+    """An engine for ``url``; nothing is connected yet."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ValidationError.for_field("url", f"is not a SQLAlchemy URL ({exc})") from exc
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return _sqlite_engine(parsed, timeout)
+    if backend == "postgresql":
+        return _postgres_engine(parsed, timeout)
+    raise ValidationError.for_field(
+        "url", f"backend {backend!r} is not supported; use sqlite:///PATH or postgresql+psycopg://"
+    )
+
+
+def is_postgres(engine: Engine) -> bool:
+    return engine.dialect.name == "postgresql"
+
+
+def _sqlite_engine(url: URL, timeout: float) -> Engine:
+    if url.database in (None, "", ":memory:") or url.query.get("mode") == "memory":
+        raise ValidationError.for_field(
+            "url", "an in-memory SQLite archive cannot be shared by connections; give a file path"
+        )
+    engine = create_engine(url, connect_args={"timeout": timeout, "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves (see _on_begin)
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = FULL")  # a returned append survives power loss
+        cursor.execute("PRAGMA secure_delete = ON")  # shredded keys do not linger in free pages
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        write = conn.get_execution_options().get(_WRITE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    return engine
+
+
+def _postgres_engine(url: URL, timeout: float) -> Engine:
+    if url.drivername != "postgresql+psycopg":
+        raise ValidationError.for_field("url", "use the psycopg 3 driver: postgresql+psycopg://...")
+    connect_args: dict[str, Any] = {}
+    if "connect_timeout" not in url.query:
+        connect_args["connect_timeout"] = max(1, round(timeout))
+    engine = create_engine(url, connect_args=connect_args, pool_pre_ping=True)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute(f"SET lock_timeout = {int(timeout * 1000)}")
+        dbapi_connection.commit()
+
+    return engine
+
+
+@contextmanager
+def transaction(engine: Engine, *, write: bool) -> Iterator[Connection]:
+    """One transaction; commits when the block ends. Reads see one snapshot
+    (REPEATABLE READ on PostgreSQL; a read transaction in SQLite's WAL mode)."""
+    try:
+        with engine.connect() as conn:
+            if write:
+                conn.execution_options(**{_WRITE: True})
+            elif is_postgres(engine):
+                conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                yield conn
+    except DBAPIError as exc:
+        action = "written" if write else "read"
+        raise Unavailable(f"the archive cannot be {action}: {describe(exc)}") from exc
+
+
+def describe(exc: DBAPIError) -> str:
+    text = str(exc.orig if exc.orig is not None else exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

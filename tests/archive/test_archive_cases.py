@@ -1,0 +1,132 @@
+"""Contest and human review: cases in their own table, every step an event in the chain."""
+
+from __future__ import annotations
+
+import pytest
+
+from explainer.archive import Archive
+from explainer.exceptions import Conflict, NotFound, ValidationError
+
+from .conftest import explanation_entry
+
+
+@pytest.fixture
+def explanation_id(archive: Archive) -> str:
+    return str(archive.append([explanation_entry("C-1001")])[0]["id"])
+
+
+def test_a_customer_contests_an_explanation(archive: Archive, explanation_id: str) -> None:
+    case = archive.open_case(explanation_id, "My contract is not month-to-month")
+
+    assert case["status"] == "open"
+    assert case["explanation_id"] == explanation_id
+    assert case["reason"] == "My contract is not month-to-month"
+    assert case["opened_by"] == "customer"
+    assert case["opened_at"].endswith("Z")
+    assert archive.get_case(case["case_id"]) == case
+
+
+def test_opening_a_case_archives_a_case_opened_event(archive: Archive, explanation_id: str) -> None:
+    case = archive.open_case(explanation_id, "wrong tenure", request_id="req-42")
+
+    [event] = archive.list(kind="case_opened")[0]
+    explained = archive.get(explanation_id)
+    assert event["details"] == {
+        "case_id": case["case_id"],
+        "explanation_id": explanation_id,
+        "opened_by": "customer",
+    }
+    assert event["subject"] == explained["subject"] and event["model"] == explained["model"]
+    assert event["request_id"] == "req-42"
+    assert event["payload"] == {"reason": "wrong tenure"}  # personal: stored encrypted
+    assert archive.verify().ok
+
+
+def test_the_system_can_open_a_case_for_review(archive: Archive, explanation_id: str) -> None:
+    case = archive.open_case(explanation_id, "score near the threshold", opened_by="system")
+    assert case["opened_by"] == "system"
+
+
+def test_only_one_case_per_explanation_is_open_at_a_time(
+    archive: Archive, explanation_id: str
+) -> None:
+    first = archive.open_case(explanation_id, "first")
+
+    with pytest.raises(Conflict, match=first["case_id"]):
+        archive.open_case(explanation_id, "second")
+
+    archive.decide_case(first["case_id"], "upheld", "")
+    assert archive.open_case(explanation_id, "again")["status"] == "open"
+
+
+def test_a_case_needs_an_archived_explanation(archive: Archive, explanation_id: str) -> None:
+    with pytest.raises(NotFound):
+        archive.open_case("0" * 32, "no such explanation")
+    case = archive.open_case(explanation_id, "x")
+    [event] = archive.list(kind="case_opened")[0]
+    with pytest.raises(NotFound):  # an event is not an explanation
+        archive.open_case(event["id"], "contesting an event")
+    assert case["case_id"]
+
+
+def test_a_reviewer_decides_a_case(archive: Archive, explanation_id: str) -> None:
+    case = archive.open_case(explanation_id, "wrong")
+
+    decided = archive.decide_case(case["case_id"], "overturned", "tenure was 30", decided_by="ana")
+
+    assert decided["status"] == "closed" and decided["decision"] == "overturned"
+    assert decided["note"] == "tenure was 30" and decided["decided_by"] == "ana"
+    [event] = archive.list(kind="review_decision")[0]
+    assert event["details"] == {
+        "case_id": case["case_id"],
+        "explanation_id": explanation_id,
+        "decision": "overturned",
+        "decided_by": "ana",
+    }
+    assert event["payload"] == {"note": "tenure was 30"}
+    assert archive.verify().ok
+
+
+def test_a_case_is_decided_once(archive: Archive, explanation_id: str) -> None:
+    case = archive.open_case(explanation_id, "wrong")
+    archive.decide_case(case["case_id"], "amended", "fixed")
+
+    with pytest.raises(Conflict, match="already decided"):
+        archive.decide_case(case["case_id"], "upheld", "again")
+
+
+def test_deciding_an_unknown_case_is_not_found(archive: Archive) -> None:
+    with pytest.raises(NotFound):
+        archive.decide_case("nope", "upheld", "")
+    with pytest.raises(NotFound):
+        archive.get_case("nope")
+
+
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [
+        (lambda a, e: a.open_case(e, ""), "reason"),
+        (lambda a, e: a.open_case(e, "x", opened_by="robot"), "opened_by"),
+        (lambda a, e: a.decide_case("c", "maybe", "x"), "decision"),
+        (lambda a, e: a.list_cases(status="pending"), "status"),
+    ],
+)
+def test_bad_case_arguments_are_refused_by_field(
+    archive: Archive, explanation_id: str, call: object, field: str
+) -> None:
+    with pytest.raises(ValidationError) as raised:
+        call(archive, explanation_id)  # type: ignore[operator]
+    assert raised.value.errors[0].field == field
+
+
+def test_cases_are_listed_oldest_first_and_by_status(archive: Archive) -> None:
+    ids = [r["id"] for r in archive.append([explanation_entry(f"C-{i}") for i in range(3)])]
+    cases = [archive.open_case(i, f"reason {n}") for n, i in enumerate(ids)]
+    archive.decide_case(cases[1]["case_id"], "upheld", "ok")
+
+    assert [c["case_id"] for c in archive.list_cases()] == [c["case_id"] for c in cases]
+    assert [c["case_id"] for c in archive.list_cases("open")] == [
+        cases[0]["case_id"],
+        cases[2]["case_id"],
+    ]
+    assert [c["case_id"] for c in archive.list_cases("closed")] == [cases[1]["case_id"]]

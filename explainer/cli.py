@@ -257,14 +257,28 @@ def audit_verify(bundle: Path | None, live: bool) -> None:
 
 
 @audit.command("prune")
-@click.option("--before", required=True, help="Delete records created before this ISO time.")
+@click.option(
+    "--before",
+    default=None,
+    help="Delete records created before this ISO time "
+    "(default: now minus CRM_EXPLAIN_RETENTION_DAYS).",
+)
 @friendly_errors
-def audit_prune(before: str) -> None:
+def audit_prune(before: str | None) -> None:
     """Apply the retention period; a checkpoint keeps the rest of the chain verifiable."""
+    from datetime import UTC, datetime, timedelta
+
+    from explainer.exceptions import ValidationError
     from explainer.validation import parse_datetime
 
     cutoff = parse_datetime(before, "--before")
-    assert cutoff is not None
+    if cutoff is None:
+        days = _settings().retention_days
+        if days is None:
+            raise ValidationError.for_field(
+                "--before", "is needed: no retention period is set (CRM_EXPLAIN_RETENTION_DAYS)"
+            )
+        cutoff = datetime.now(UTC) - timedelta(days=days)
     click.echo(f"pruned {_oversight().prune(cutoff)} records")
 
 

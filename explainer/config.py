@@ -23,6 +23,8 @@ class Settings:
     max_instances: int = MAX_INSTANCES
     max_body_bytes: int = MAX_BODY_BYTES
     archive_enabled: bool = True
+    #: Archived records older than this many days are pruned by `crm-explain audit prune`.
+    retention_days: int | None = None
     #: Origins allowed to embed the pages in an iframe (frame-ancestors).
     embed_origins: tuple[str, ...] = ()
 
@@ -35,6 +37,7 @@ class Settings:
             archive_url=env.get("CRM_EXPLAIN_ARCHIVE_URL") or f"sqlite:///{home / 'archive.db'}",
             store_url=env.get("CRM_EXPLAIN_STORE_URL") or str(home / "models"),
             api_keys=parse_api_keys(env.get("CRM_EXPLAIN_API_KEYS", "")),
+            retention_days=_positive_int(env, "CRM_EXPLAIN_RETENTION_DAYS"),
             embed_origins=tuple(
                 o.strip() for o in env.get("CRM_EXPLAIN_EMBED_ORIGINS", "").split(",") if o.strip()
             ),
@@ -51,3 +54,12 @@ def parse_api_keys(text: str) -> dict[str, str]:
             raise ValueError(f"CRM_EXPLAIN_API_KEYS entry {pair!r} is not 'role:key'")
         keys[key] = role
     return keys
+
+
+def _positive_int(env: Mapping[str, str], name: str) -> int | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{name} must be a positive whole number of days, not {raw!r}")
+    return int(raw)

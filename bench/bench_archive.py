@@ -27,7 +27,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests._server import free_port  # noqa: E402
+from tests._server import free_port
 
 POSTGRES = os.environ.get(
     "CRM_EXPLAIN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -49,9 +49,13 @@ SERVER = textwrap.dedent(
 def rows(n: int) -> list[dict[str, object]]:
     from model_store.demo import demo_frame
 
-    frame = demo_frame("churn", n, seed=5).drop(columns=["customer_id", "gender", "age_band", "churn"])
-    return [{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()}
-            for r in frame.to_dict("records")]
+    frame = demo_frame("churn", n, seed=5).drop(
+        columns=["customer_id", "gender", "age_band", "churn"]
+    )
+    return [
+        {k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()}
+        for r in frame.to_dict("records")
+    ]
 
 
 def postgres_schema() -> tuple[str, str]:
@@ -67,15 +71,25 @@ def drop_schema(schema: str) -> None:
         conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
 
 
-def run_config(home: Path, archive: str, url: str | None, args: argparse.Namespace,
-               payloads: list[dict[str, object]], output: str) -> tuple[float, int]:
+def run_config(
+    home: Path,
+    archive: str,
+    url: str | None,
+    args: argparse.Namespace,
+    payloads: list[dict[str, object]],
+    output: str,
+) -> tuple[float, int]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRM_EXPLAIN_")}
     env |= {"CRM_EXPLAIN_HOME": str(home), "CRM_EXPLAIN_API_KEYS": f"crm:{KEY}"}
     if url:
         env["CRM_EXPLAIN_ARCHIVE_URL"] = url
-    server = subprocess.Popen([sys.executable, "-c", SERVER, str(port), archive, str(args.workers)],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, "-c", SERVER, str(port), archive, str(args.workers)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         wait_ready(base)
@@ -98,8 +112,9 @@ def wait_ready(base: str) -> None:
     raise RuntimeError("server did not start")
 
 
-def hammer(base: str, payloads: list[dict[str, object]], output: str, clients: int,
-           seconds: float) -> tuple[int, int]:
+def hammer(
+    base: str, payloads: list[dict[str, object]], output: str, clients: int, seconds: float
+) -> tuple[int, int]:
     counts = [0] * clients
     errors = [0] * clients
     deadline = time.monotonic() + seconds
@@ -109,8 +124,12 @@ def hammer(base: str, payloads: list[dict[str, object]], output: str, clients: i
         session.headers["Authorization"] = f"Bearer {KEY}"
         i = n
         while time.monotonic() < deadline:
-            body = {"instances": [{"customer_id": f"B-{n}-{i}", "features": payloads[i % len(payloads)]}],
-                    "output": output}
+            body = {
+                "instances": [
+                    {"customer_id": f"B-{n}-{i}", "features": payloads[i % len(payloads)]}
+                ],
+                "output": output,
+            }
             response = session.post(f"{base}/v1/models/churn/explain", json=body, timeout=30)
             if response.status_code == 200:
                 counts[n] += 1
@@ -136,13 +155,24 @@ def main() -> None:
     payloads = rows(200)
     with tempfile.TemporaryDirectory() as folder:
         home = Path(folder) / "home"
-        subprocess.run([sys.executable, "-m", "explainer.cli", "demo", "seed"], check=True,
-                       env=os.environ | {"CRM_EXPLAIN_HOME": str(home)}, stdout=subprocess.DEVNULL)
-        print(f"# Archive cost — {date.today()} — {platform.node()}, {os.cpu_count()} cores, "
-              f"Python {platform.python_version()}")
-        print(f"{args.clients} clients, {args.workers} gunicorn workers, {args.seconds:.0f} s per cell, "
-              "churn model, one instance per request\n")
-        print("| output | no archive (expl/s) | SQLite (expl/s) | SQLite cost | PostgreSQL (expl/s) | PostgreSQL cost | errors |")
+        subprocess.run(
+            [sys.executable, "-m", "explainer.cli", "demo", "seed"],
+            check=True,
+            env=os.environ | {"CRM_EXPLAIN_HOME": str(home)},
+            stdout=subprocess.DEVNULL,
+        )
+        print(
+            f"# Archive cost — {date.today()} — {platform.node()}, {os.cpu_count()} cores, "
+            f"Python {platform.python_version()}"
+        )
+        print(
+            f"{args.clients} clients, {args.workers} gunicorn workers, "
+            f"{args.seconds:.0f} s per cell, churn model, one instance per request\n"
+        )
+        print(
+            "| output | no archive (expl/s) | SQLite (expl/s) | SQLite cost "
+            "| PostgreSQL (expl/s) | PostgreSQL cost | errors |"
+        )
         print("|---|---|---|---|---|---|---|")
         for output in ("probability", "log_odds"):
             base, e0 = run_config(home, "none", None, args, payloads, output)
@@ -153,8 +183,11 @@ def main() -> None:
                 pg, e2 = run_config(home, "postgresql", pg_url, args, payloads, output)
             finally:
                 drop_schema(schema)
-            print(f"| {output} | {base:.1f} | {lite:.1f} | {1 - lite / base:+.1%} | {pg:.1f} | "
-                  f"{1 - pg / base:+.1%} | {e0 + e1 + e2} |", flush=True)
+            print(
+                f"| {output} | {base:.1f} | {lite:.1f} | {1 - lite / base:+.1%} | {pg:.1f} | "
+                f"{1 - pg / base:+.1%} | {e0 + e1 + e2} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -246,6 +246,7 @@ def audit_verify(bundle: Path | None, live: bool) -> None:
     else:
         from explainer.archive import verify_bundle
 
+        assert bundle is not None
         report = verify_bundle(bundle).to_dict()
     if report["ok"]:
         click.echo(f"intact: {report['records']} records, head {report['head']}")
@@ -282,6 +283,96 @@ def audit_prune(before: str | None) -> None:
     click.echo(f"pruned {_oversight().prune(cutoff)} records")
 
 
+# -- fairness and transparency ------------------------------------------------------------
+@main.command()
+@click.argument("ref", metavar="NAME[@VERSION]")
+@click.option(
+    "--data",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Decisions to audit (csv, parquet or jsonl): the model's features and the columns below.",
+)
+@click.option(
+    "--protected",
+    "protected",
+    multiple=True,
+    required=True,
+    help="A protected attribute's column (repeat for several).",
+)
+@click.option("--label", default=None, help="The true outcome's column: 0/1 or class names.")
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0.0, 1.0),
+    default=None,
+    help="Selected when the score is at or above it [default: the card's, else 0.5].",
+)
+@click.option(
+    "--positive-class",
+    "positive_classes",
+    multiple=True,
+    help="Multiclass: a class whose probability counts towards selection (repeat).",
+)
+@friendly_errors
+def fairness(
+    ref: str,
+    data: Path,
+    protected: tuple[str, ...],
+    label: str | None,
+    threshold: float | None,
+    positive_classes: tuple[str, ...],
+) -> None:
+    """Audit NAME's decisions on --data for every --protected attribute; prints the JSON."""
+    from explainer.io import read_table
+    from explainer.service import ExplainerService, parse_ref
+
+    name, version = parse_ref(ref)
+    result = ExplainerService(_store()).fairness_frame(
+        name,
+        read_table(data),
+        protected=list(protected),
+        label=label,
+        threshold=threshold,
+        version=version,
+        positive_classes=list(positive_classes) or None,
+    )
+    _print_json(result)
+
+
+@main.command("report")
+@click.argument("ref", metavar="NAME[@VERSION]")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="FILE.html (one self-contained page) or FILE.json; without it the JSON is printed.",
+)
+@friendly_errors
+def report_command(ref: str, out: Path | None) -> None:
+    """The transparency report of NAME[@VERSION] (default: the production version)."""
+    from explainer.exceptions import ValidationError
+    from explainer.service import ExplainerService, parse_ref
+
+    suffix = out.suffix.lower() if out else ".json"
+    if suffix not in (".html", ".htm", ".json"):
+        raise ValidationError.for_field("--out", f"must end in .html or .json, not {suffix!r}")
+    name, version = parse_ref(ref)
+    service = ExplainerService.from_settings(_settings())
+    try:
+        data = service.report(name, version)
+    finally:
+        service.close()
+    if out is None:
+        _print_json(data)
+        return
+    if suffix == ".json":
+        out.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    else:
+        from explainer.report import render_html
+
+        out.write_text(render_html(data), encoding="utf-8")
+    click.echo(f"wrote the transparency report of {name}@{data['model']['version']} to {out}")
+
+
 # -- keys --------------------------------------------------------------------------------
 @main.group()
 def keys() -> None:
@@ -310,6 +401,8 @@ def _read_json(path: Path) -> Any:
             str(path), f"is not valid JSON ({exc.msg}, line {exc.lineno})"
         ) from None
 
+
+main.add_command(__import__("explainer.batch", fromlist=["explain"]).explain)
 
 if __name__ == "__main__":
     main()

@@ -41,6 +41,7 @@ def prepare_home(settings: Settings, echo: Callable[[str], None]) -> None:
 def run_server(
     settings: Settings, *, host: str, port: int, workers: int, echo: Callable[[str], None]
 ) -> None:
+    _share_metrics_between_workers(settings, workers)  # before prometheus_client is imported
     from gunicorn.app.base import BaseApplication
 
     from explainer.api import create_app
@@ -49,6 +50,7 @@ def run_server(
     prepare_home(settings, echo)
     service = ExplainerService.from_settings(replace(settings, archive_enabled=False))
     service.warm_up()
+    service.prime()
     app = create_app(settings, service=service)
 
     def post_fork(server: Any, worker: Any) -> None:
@@ -83,3 +85,17 @@ def run_server(
 
     echo(f"crm-explain listening on http://{host}:{port} with {workers} worker(s)")
     Server().run()
+
+
+def _share_metrics_between_workers(settings: Settings, workers: int) -> None:
+    """With several workers, /metrics must add up all of them: prometheus-client's
+    multiprocess mode, in a fresh folder under the home unless one is configured."""
+    import os
+    import shutil
+
+    if workers < 2 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    folder = settings.home / "metrics"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)

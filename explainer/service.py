@@ -13,18 +13,39 @@ import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from importlib import metadata
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
 
 from explainer.config import Settings
-from explainer.exceptions import NotFound, Unavailable, ValidationError
-from explainer.methods import AttributionBatch, Explainer, PreparedModel, build_explainers
+from explainer.exceptions import (
+    ExplainerError,
+    FieldError,
+    NotFound,
+    Unavailable,
+    ValidationError,
+)
+from explainer.methods import (
+    AttributionBatch,
+    Explainer,
+    PreparedModel,
+    build_explainers,
+    plan_for,
+)
 from explainer.methods.registry import get_explainer
+from explainer.quality import (
+    DEFAULT_REVIEW_BOUNDS,
+    ReviewBounds,
+    assess,
+    jaccard,
+    threshold_distance,
+    top_features,
+)
 from explainer.rationale import band_for, rationale
+from explainer.reasons import customer_view
 from explainer.types import (
     Attribution,
     Explanation,
@@ -35,11 +56,19 @@ from explainer.types import (
 )
 from explainer.validation import validate_instances
 from model_store.base import ModelStore
-from model_store.errors import ModelNotFound
+from model_store.errors import ModelNotFound, StoreError
 from model_store.types import ModelRecord
 
 if TYPE_CHECKING:
     from explainer.archive import Archive
+    from explainer.fairness import FairnessBounds
+
+Audience = Literal["agent", "customer"]
+AUDIENCES: tuple[Audience, ...] = ("agent", "customer")
+#: The decision threshold of a binary model whose card names none.
+DEFAULT_THRESHOLD = 0.5
+#: Archived explanations a transparency report counts at most (the archive is paged through).
+LAST_AUDIT_SCAN = 10_000
 
 #: Rows a global importance is computed over at most.
 IMPORTANCE_ROWS = 1000
@@ -55,6 +84,17 @@ class Decision:
     customer_id: str | None = None
 
 
+@dataclass(frozen=True)
+class AuditRecord:
+    """One decision in a fairness audit: raw features, the protected attributes of the person
+    (``{"gender": "F"}``; never model inputs) and, optionally, the true outcome: 0/1 (1 = the
+    positive class, or one of the selected classes) or a class name."""
+
+    features: Mapping[str, Any]
+    protected: Mapping[str, Any]
+    label: Any = None
+
+
 class ExplainerService:
     def __init__(
         self,
@@ -63,9 +103,17 @@ class ExplainerService:
         archive: Archive | None = None,
         explainers: Mapping[str, Explainer] | None = None,
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+        review_bounds: ReviewBounds = DEFAULT_REVIEW_BOUNDS,
+        review_checks: bool = False,
     ) -> None:
         self.store = store
         self.archive = archive
+        #: When an explanation's quality signals send it to human review (explainer.quality).
+        self.review_bounds = review_bounds
+        #: Compare every SHAP explanation with LIME too (LIME is always compared with SHAP).
+        self.review_checks = review_checks
+        #: The last fairness audit of each model version run here: {"audited_at", "result"}.
+        self._audits: dict[tuple[str, int, str], dict[str, Any]] = {}
         self._explainers = dict(explainers or build_explainers())
         self._new_id = new_id
         self._models: dict[tuple[str, int, str], PreparedModel] = {}
@@ -138,6 +186,19 @@ class ExplainerService:
                 failed.append(name)
         return failed
 
+    def prime(self) -> None:
+        """Explain one background row per serving model, by default and in its native output
+        space, so explainers are built before the first customer waits (and, under gunicorn's
+        preload, before workers fork and share them)."""
+        for name in self.store.names():
+            try:
+                model = self.model(name)
+            except Exception:  # refused models are reported by readiness, not here
+                continue
+            row = model.background.iloc[:1].reset_index(drop=True)
+            for output in {"probability", model.native_output}:
+                self.explain_frame(model, row, [None], output=output)  # type: ignore[arg-type]
+
     def card(self, name: str) -> dict[str, Any]:
         records = self._versions(name)
         serving = self.store.get(name)
@@ -173,7 +234,18 @@ class ExplainerService:
         top_k: int | None = None,
         request_id: str | None = None,
         archive: bool = True,
+        audience: Audience = "agent",
+        review_checks: bool | None = None,
     ) -> list[Explanation]:
+        """Explain, check each explanation's quality (``explainer.quality``), archive it and
+        open a review case for each one that needs a human. ``audience="customer"`` adds at
+        most four plain-language ``reasons`` and a rationale without model internals
+        (``explainer.reasons``). ``review_checks`` (default: the service's setting) also
+        compares a SHAP explanation with LIME; a LIME one is always compared with SHAP."""
+        if audience not in AUDIENCES:
+            raise ValidationError.for_field(
+                "audience", f"must be one of {list(AUDIENCES)}, not {audience!r}"
+            )
         model = self.model(name, version)
         rows = validate_instances(model.schema, [d.features for d in decisions])
         frame = pd.DataFrame(rows, columns=model.schema.feature_names)
@@ -186,8 +258,13 @@ class ExplainerService:
             class_name=class_name,
             top_k=top_k,
         )
+        checks = self.review_checks if review_checks is None else review_checks
+        explanations = self._check_quality(model, frame, explanations, method, output, checks)
+        if audience == "customer":
+            explanations = [self._for_customer(model, e) for e in explanations]
         if archive and self.archive is not None:
             explanations = self._archive(model, explanations, frame, request_id)
+            explanations = self._open_review_cases(explanations, request_id)
         return explanations
 
     def explain_frame(
@@ -262,7 +339,308 @@ class ExplainerService:
         tables = {ref: self.importance(*parse_ref(ref), method=method) for ref in refs}
         return _comparison(tables)
 
+    # -- fairness -----------------------------------------------------------------------
+    def fairness(
+        self,
+        name: str,
+        records: Sequence[AuditRecord],
+        *,
+        threshold: float | None = None,
+        version: int | None = None,
+        positive_classes: Sequence[str] | None = None,
+        bounds: FairnessBounds | None = None,
+        field: str = "records",
+    ) -> dict[str, Any]:
+        """Audit the model's decisions on ``records`` with ``explainer.fairness.audit``.
+
+        A record is *selected* when its score is at or above ``threshold`` (default: the
+        card's ``threshold``, else 0.5). The score is the summed probability of the selected
+        classes: for a binary model its positive class; for a multiclass one
+        ``positive_classes``, else the card's ``selected_classes`` (one of them is required).
+        Labels are optional, all or none: 0/1 (1 = a selected class) or a class name.
+
+        Attributions are SHAP's, in the model's native output space (log-odds for binary
+        XGBoost and linear models, probability for forests and multiclass models), where
+        SHAP is exact and fastest; for several selected classes they are the sum of each
+        class's attributions (the attribution of the summed probability). The audit runs
+        the explainer on the whole batch directly, without building per-row explanations.
+        Nothing is archived. Bad input is one ValidationError naming every offending field
+        (``records[3].features.tenure``, ``records[0].label``, ``records[0].protected.gender``).
+        """
+        from explainer.fairness import DEFAULT_BOUNDS, audit
+
+        model = self.model(name, version)
+        if not records:
+            raise ValidationError.for_field(field, "must hold at least one record")
+        selected = _selected_classes(model, positive_classes)
+        cutoff = _threshold(model, threshold)
+        errors: list[FieldError] = []
+        try:
+            rows = validate_instances(model.schema, [r.features for r in records], field=field)
+        except ValidationError as exc:
+            errors.extend(exc.errors)
+            rows = []
+        protected = _audit_protected(records, field, errors)
+        labels = _audit_labels(model, records, selected, field, errors)
+        if errors:
+            raise ValidationError(_summary(errors), errors)
+        names = model.schema.feature_names
+        frame = pd.DataFrame(rows, columns=names)
+        indices = [model.class_index(c) for c in selected]
+        scores = np.clip(model.predict_proba(frame)[:, indices].sum(axis=1), 0.0, 1.0)
+        output = model.native_output
+        values = np.sum([self._attribution_matrix(model, frame, k, output) for k in indices], 0)
+        result = audit(
+            scores=scores,
+            protected=protected,
+            attributions=pd.DataFrame(values, columns=names),
+            labels=labels,
+            threshold=cutoff,
+            bounds=bounds or DEFAULT_BOUNDS,
+            features=frame,
+        )
+        score_text = " + ".join(f"P({c})" for c in selected)
+        response = {
+            "model": _ref(model).to_dict(),
+            "threshold": result["threshold"],
+            "n_records": result["n_records"],
+            "selection": {
+                "classes": list(selected),
+                "score": score_text,
+                "rule": f"selected when {score_text} >= {result['threshold']:g}",
+            },
+            "labels": labels is not None,
+            "attributions": {"method": "shap", "output": output},
+            "bounds": result["bounds"],
+            "attributes": result["attributes"],
+        }
+        record = model.record
+        with self._lock:
+            self._audits[(record.name, record.version, record.sha256)] = {
+                "audited_at": _now(),
+                "result": response,
+            }
+        return response
+
+    def fairness_frame(
+        self,
+        name: str,
+        data: pd.DataFrame,
+        *,
+        protected: Sequence[str],
+        label: str | None = None,
+        threshold: float | None = None,
+        version: int | None = None,
+        positive_classes: Sequence[str] | None = None,
+        bounds: FairnessBounds | None = None,
+    ) -> dict[str, Any]:
+        """:meth:`fairness` on a table: the model's feature columns, the ``protected``
+        columns and, optionally, the ``label`` column (other columns are ignored). Errors
+        name the row and column: ``rows[3].features.tenure``."""
+        model = self.model(name, version)
+        if not protected:
+            raise ValidationError.for_field("protected", "name at least one protected column")
+        wanted = [*model.schema.feature_names, *protected, *([label] if label else [])]
+        missing = [c for c in dict.fromkeys(wanted) if c not in data.columns]
+        if missing:
+            raise ValidationError.for_field("data", f"has no column {missing[0]!r}")
+        categorical = {f.name for f in model.schema.features if f.is_categorical}
+        records = [
+            AuditRecord(
+                features={
+                    n: _cell(row[n], as_text=n in categorical) for n in model.schema.feature_names
+                },
+                protected={c: _cell(row[c], as_text=True) for c in protected},
+                label=None if label is None else _cell(row[label], as_text=False),
+            )
+            for _, row in data.iterrows()
+        ]
+        return self.fairness(
+            name,
+            records,
+            threshold=threshold,
+            version=version,
+            positive_classes=positive_classes,
+            bounds=bounds,
+            field="rows",
+        )
+
+    # -- transparency report ------------------------------------------------------------
+    def report(self, name: str, version: int | None = None) -> dict[str, Any]:
+        """The transparency report of a model version (``explainer.report``): intended use,
+        data, performance and limitations from its card, global importance, fairness (the
+        last audit run through this service, else the card's), the archive's record of its
+        explanations, the review bounds and how to contest."""
+        from explainer.report import build_report
+
+        record = self.record(name, version)
+        importance, error = self._report_importance(record)
+        with self._lock:
+            audit = self._audits.get((record.name, record.version, record.sha256))
+        return build_report(
+            record=record,
+            generated_at=_now(),
+            importance=importance,
+            importance_error=error,
+            audit=audit,
+            last_audit=self._last_audit(record, audit),
+            review={"bounds": self.review_bounds.to_dict(), "review_checks": self.review_checks},
+        )
+
     # -- internals ----------------------------------------------------------------------
+    def _check_quality(
+        self,
+        model: PreparedModel,
+        frame: pd.DataFrame,
+        explanations: list[Explanation],
+        method: Method,
+        output: OutputSpace,
+        review_checks: bool,
+    ) -> list[Explanation]:
+        """Merge the quality signals into each explanation; mark those needing review."""
+        bounds = self.review_bounds
+        other: Method | None = "shap" if method == "lime" else ("lime" if review_checks else None)
+        proba = model.predict_proba(frame)
+        classes = np.array([model.class_index(e.explained_class) for e in explanations])
+        batch, space = None, None
+        if other is not None:
+            # Drivers are compared by rank, so SHAP may run where it is exact and fast (the
+            # model's native space) when the requested space would need the slow fallback.
+            space = output
+            if other == "shap" and plan_for(model, output) == "model_agnostic":
+                space = model.native_output
+            seed = request_seed(model.record, frame, other, space, classes)
+            explainer = get_explainer(self._explainers, other)
+            batch = explainer.explain(model, frame, classes, space, seed=seed)
+        binary = len(model.classes) == 2
+        threshold = _threshold(model, None) if binary else None
+        names = model.schema.feature_names
+        checked = []
+        for i, e in enumerate(explanations):
+            agreement = lime_r2 = None
+            if batch is not None:
+                mine = top_features(
+                    [a.feature for a in e.attributions],
+                    [a.contribution for a in e.attributions],
+                    bounds.top_k,
+                )
+                agreement = jaccard(mine, top_features(names, batch.values[i], bounds.top_k))
+                lime_r2 = batch.quality[i].get("r2") if other == "lime" else None
+            verdict = assess(
+                method=method,
+                quality=e.quality,
+                agreement=agreement,
+                distance=threshold_distance(
+                    proba[i], model.classes, model.schema.positive_class, threshold or 0.0
+                ),
+                threshold=threshold,
+                bounds=bounds,
+                lime_r2=lime_r2,
+            )
+            checked.append(
+                e.replace(
+                    quality={**e.quality, **verdict.signals},
+                    needs_review=verdict.needs_review,
+                    meta={**e.meta, "compared_with": other, "compared_output": space},
+                )
+            )
+        return checked
+
+    def _for_customer(self, model: PreparedModel, e: Explanation) -> Explanation:
+        reasons, text = customer_view(
+            model_name=model.record.name,
+            schema=model.schema,
+            card=model.record.card,
+            attributions=e.attributions,
+            band=e.prediction.band,
+            explained_class=e.explained_class,
+            predicted_class=e.prediction.class_,
+        )
+        return e.replace(reasons=reasons, rationale=text)
+
+    def _open_review_cases(
+        self, explanations: list[Explanation], request_id: str | None
+    ) -> list[Explanation]:
+        """A review case, opened by "system", for each archived explanation needing review."""
+        assert self.archive is not None
+        opened = []
+        for e in explanations:
+            if e.needs_review is None:
+                opened.append(e)
+                continue
+            reason = "Automatic quality check: " + "; ".join(e.needs_review["reasons"]) + "."
+            case = self.archive.open_case(e.id, reason, opened_by="system", request_id=request_id)
+            opened.append(e.replace(review_case_id=case["case_id"]))
+        return opened
+
+    def _attribution_matrix(
+        self, model: PreparedModel, frame: pd.DataFrame, class_index: int, output: OutputSpace
+    ) -> np.ndarray:
+        """SHAP values (rows x raw features) of class ``class_index`` in ``output`` space."""
+        classes = np.full(len(frame), class_index)
+        seed = request_seed(model.record, frame, "shap", output, classes)
+        batch = get_explainer(self._explainers, "shap").explain(
+            model, frame, classes, output, seed=seed
+        )
+        return np.asarray(batch.values, dtype=float)
+
+    def _report_importance(self, record: ModelRecord) -> tuple[dict[str, Any] | None, str | None]:
+        """The global importance for a report (shared by every service of this process, as
+        bundles ask for every version's), or why it could not be computed."""
+        try:
+            model = self.model(record.name, record.version)
+            digest = hashlib.sha256(
+                pd.util.hash_pandas_object(model.background, index=False).to_numpy().tobytes()
+            ).hexdigest()
+            key = (record.name, record.version, record.sha256, digest, model.native_output)
+            with _REPORT_LOCK:
+                cached = _REPORT_IMPORTANCE.get(key)
+            if cached is None:
+                cached = self.importance(record.name, record.version)
+                with _REPORT_LOCK:
+                    _REPORT_IMPORTANCE[key] = cached
+            return cached, None
+        except (ExplainerError, StoreError) as exc:
+            return None, exc.message
+
+    def _last_audit(
+        self, record: ModelRecord, audit: Mapping[str, Any] | None
+    ) -> dict[str, Any] | None:
+        """What the archive holds about this version: its archived explanations (counted up
+        to LAST_AUDIT_SCAN), the review cases on them, and the last fairness audit here."""
+        if self.archive is None:
+            return None
+        try:
+            ids: set[str] = set()
+            first = latest = None
+            scanned, cursor = 0, None
+            while scanned < LAST_AUDIT_SCAN:
+                items, cursor = self.archive.list(
+                    model=record.name, kind="explanation", limit=1000, cursor=cursor
+                )
+                scanned += len(items)
+                for item in items:
+                    ref = item.get("model") or {}
+                    if ref.get("version") == record.version and ref.get("sha256") == record.sha256:
+                        ids.add(item["id"])
+                        first = first or item.get("created_at")
+                        latest = item.get("created_at")
+                if cursor is None:
+                    break
+            cases = [c for c in self.archive.list_cases() if c["explanation_id"] in ids]
+        except ExplainerError as exc:
+            return {"archive": "unavailable", "error": exc.message}
+        return {
+            "archive": "connected",
+            "archived_explanations": len(ids),
+            "counted_all": cursor is None,
+            "first_explanation_at": first,
+            "latest_explanation_at": latest,
+            "open_review_cases": sum(c["status"] == "open" for c in cases),
+            "closed_review_cases": sum(c["status"] == "closed" for c in cases),
+            "last_fairness_audit_at": None if audit is None else audit["audited_at"],
+        }
+
     def _versions(self, name: str) -> list[ModelRecord]:
         try:
             return self.store.versions(name)
@@ -440,12 +818,14 @@ class Oversight:
         return self.archive.prune(before)
 
     def _cards(self) -> dict[str, dict[str, Any]]:
+        """Every version's card for an audit bundle, with its transparency report."""
         store = self._service.store
         return {
             record.ref: {
                 "schema": record.schema.to_dict(),
                 "sha256": record.sha256,
                 **dict(record.card),
+                "transparency_report": self._service.report(record.name, record.version),
             }
             for name in store.names()
             for record in store.versions(name)
@@ -471,6 +851,140 @@ def request_seed(
         default=str,
     )
     return int.from_bytes(hashlib.sha256(payload.encode()).digest()[:4], "big")
+
+
+#: Report importances by (name, version, sha256, background digest, output space).
+_REPORT_IMPORTANCE: dict[tuple[str, int, str, str, str], dict[str, Any]] = {}
+_REPORT_LOCK = threading.Lock()
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _ref(model: PreparedModel) -> ModelRef:
+    return ModelRef(model.record.name, model.record.version, model.record.sha256)
+
+
+def _summary(errors: Sequence[FieldError]) -> str:
+    first = errors[0]
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{first.field} {first.message}{more}"
+
+
+def _threshold(model: PreparedModel, given: float | None) -> float:
+    """The decision threshold: ``given``, else the card's ``threshold``, else 0.5."""
+    value = given if given is not None else model.record.card.get("threshold", DEFAULT_THRESHOLD)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise ValidationError.for_field("threshold", f"must be between 0 and 1, got {value!r}")
+    return float(value)
+
+
+def _selected_classes(model: PreparedModel, given: Sequence[str] | None) -> tuple[str, ...]:
+    """The classes whose summed probability a fairness audit thresholds."""
+    classes = model.classes
+    if given is None:
+        stated = model.record.card.get("selected_classes")
+        if stated:
+            given = [str(c) for c in stated]
+        elif len(classes) == 2:
+            return (model.schema.positive_class or classes[1],)
+        else:
+            raise ValidationError.for_field(
+                "positive_classes",
+                "is required for a multiclass model whose card names no selected_classes: "
+                f"name the classes of {list(classes)} whose summed probability selects a record",
+            )
+    unknown = [c for c in given if c not in classes]
+    if unknown:
+        raise ValidationError.for_field(
+            "positive_classes", f"{unknown[0]!r} is not one of the classes {list(classes)}"
+        )
+    if not given or len(set(given)) != len(given) or len(set(given)) == len(classes):
+        raise ValidationError.for_field(
+            "positive_classes", "must name some, but not all, of the classes, each once"
+        )
+    return tuple(given)
+
+
+def _audit_protected(
+    records: Sequence[AuditRecord], field: str, errors: list[FieldError]
+) -> pd.DataFrame:
+    """One column per protected attribute (those of the first record; every record must
+    name the same ones), values as text."""
+    first = records[0].protected
+    if not isinstance(first, Mapping) or not first:
+        errors.append(FieldError(f"{field}[0].protected", "must name at least one attribute"))
+        return pd.DataFrame()
+    attributes = [str(a) for a in first]
+    columns: dict[str, list[str]] = {a: [] for a in attributes}
+    for i, record in enumerate(records):
+        given = record.protected if isinstance(record.protected, Mapping) else {}
+        for extra in sorted(set(map(str, given)) - set(attributes)):
+            errors.append(
+                FieldError(
+                    f"{field}[{i}].protected.{extra}",
+                    f"is not among the attributes of the first record {attributes}; "
+                    "every record names the same ones",
+                )
+            )
+        for attribute in attributes:
+            value = given.get(attribute)
+            where = f"{field}[{i}].protected.{attribute}"
+            if value is None:
+                errors.append(FieldError(where, "is required: every record needs a group"))
+            elif isinstance(value, bool) or not isinstance(value, str | int):
+                errors.append(FieldError(where, "must be a group name (a string or integer)"))
+            elif isinstance(value, str) and not value.strip():
+                errors.append(FieldError(where, "must not be empty"))
+            else:
+                columns[attribute].append(str(value))
+    return pd.DataFrame(columns) if not errors else pd.DataFrame()
+
+
+def _audit_labels(
+    model: PreparedModel,
+    records: Sequence[AuditRecord],
+    selected: Sequence[str],
+    field: str,
+    errors: list[FieldError],
+) -> np.ndarray | None:
+    """1 where the true outcome is a selected class, else 0; None when no record has one."""
+    given = [r.label is not None for r in records]
+    if not any(given):
+        return None
+    classes = list(model.classes)
+    labels = np.zeros(len(records), dtype=np.int64)
+    for i, record in enumerate(records):
+        value = record.label
+        where = f"{field}[{i}].label"
+        if value is None:
+            errors.append(
+                FieldError(where, "is required: give a label for every record or for none")
+            )
+        elif isinstance(value, str) and value in classes:
+            labels[i] = int(value in selected)
+        elif isinstance(value, int) and not isinstance(value, bool) and value in (0, 1):
+            labels[i] = value
+        else:
+            errors.append(
+                FieldError(where, f"must be 0, 1 or one of the classes {classes}, got {value!r}")
+            )
+    return labels
+
+
+def _cell(value: Any, *, as_text: bool) -> Any:
+    """A table cell as the API would carry it: missing -> None, numpy -> Python, categories
+    as text, whole floats of a label column as int."""
+    if value is None or (isinstance(value, float | np.floating) and np.isnan(value)):
+        return None
+    if isinstance(value, np.generic):
+        value = value.item()
+    if as_text:
+        return value if isinstance(value, str) else str(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def _predicted_class(model: PreparedModel, proba: np.ndarray) -> str:
@@ -537,7 +1051,7 @@ def _comparison(tables: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     for entry in features.values():
         first, last = entry["ranks"].get(refs[0]), entry["ranks"].get(refs[-1])
         entry["rank_change"] = None if first is None or last is None else first - last
-    correlations = {}
+    correlations: dict[str, float | None] = {}
     for other in refs[1:]:
         common = [f for f in features.values() if refs[0] in f["ranks"] and other in f["ranks"]]
         if len(common) < 2:

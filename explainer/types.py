@@ -71,6 +71,22 @@ class Prediction:
 
 
 @dataclass(frozen=True)
+class Reason:
+    """One principal reason for a customer, in plain words: a code stable across model
+    versions and a sentence without model internals (see ``explainer.reasons``)."""
+
+    code: str
+    text: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"code": self.code, "text": self.text}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Reason:
+        return cls(str(raw["code"]), str(raw["text"]))
+
+
+@dataclass(frozen=True)
 class Explanation:
     """One decision explained. ``base_value + sum(contributions)`` is the explained score
     in ``output`` space (exactly for SHAP; for LIME, the local surrogate's prediction)."""
@@ -89,6 +105,13 @@ class Explanation:
     archived: bool = False
     #: Provenance an auditor can replay: explainer, parameters, seed, library versions.
     meta: Mapping[str, Any] = field(default_factory=dict)
+    #: ``{"reasons": [...], "signals": [...]}`` when a quality signal crossed its bound
+    #: (``explainer.quality``); None otherwise.
+    needs_review: Mapping[str, Any] | None = None
+    #: The review case opened automatically for it in the archive, if any.
+    review_case_id: str | None = None
+    #: Principal reasons for the customer audience (``explainer.reasons``); None otherwise.
+    reasons: tuple[Reason, ...] | None = None
 
     @property
     def explained_score(self) -> float:
@@ -99,7 +122,7 @@ class Explanation:
 
     def to_dict(self, top_k: int | None = None) -> dict[str, Any]:
         attributions = self.attributions if top_k is None else self.attributions[:top_k]
-        return {
+        out: dict[str, Any] = {
             "id": self.id,
             "customer_id": self.customer_id,
             "model": self.model.to_dict(),
@@ -113,7 +136,13 @@ class Explanation:
             "quality": dict(self.quality),
             "archived": self.archived,
             "meta": dict(self.meta),
+            "needs_review": None if self.needs_review is None else dict(self.needs_review),
         }
+        if self.review_case_id is not None:
+            out["review_case_id"] = self.review_case_id
+        if self.reasons is not None:
+            out["reasons"] = [r.to_dict() for r in self.reasons]
+        return out
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> Explanation:
@@ -131,6 +160,11 @@ class Explanation:
             quality=dict(raw.get("quality", {})),
             archived=bool(raw.get("archived", False)),
             meta=dict(raw.get("meta", {})),
+            needs_review=None if raw.get("needs_review") is None else dict(raw["needs_review"]),
+            review_case_id=raw.get("review_case_id"),
+            reasons=None
+            if raw.get("reasons") is None
+            else tuple(Reason.from_dict(r) for r in raw["reasons"]),
         )
 
     def replace(self, **changes: Any) -> Explanation:

@@ -39,6 +39,10 @@ class ExplainRequest(_Strict):
     top_k: Annotated[int, Field(ge=1, le=MAX_TOP_K, strict=True)] | None = None
     version: Annotated[int, Field(ge=1, strict=True)] | None = None
     class_: Annotated[str | None, Field(alias="class", min_length=1)] = None
+    #: "customer": add at most four plain-language ``reasons`` and a customer rationale.
+    audience: Literal["agent", "customer"] = "agent"
+    #: Also compare a SHAP explanation with LIME (slower); LIME is always compared with SHAP.
+    review_checks: Annotated[bool, Field(strict=True)] | None = None
 
 
 def parse_explain_request(body: Any, *, max_instances: int) -> ExplainRequest:
@@ -69,13 +73,14 @@ def validate_features(
 
 
 def validate_instances(
-    schema: FeatureSchema, instances: Sequence[Mapping[str, Any]]
+    schema: FeatureSchema, instances: Sequence[Mapping[str, Any]], *, field: str = "instances"
 ) -> list[dict[str, Any]]:
-    """Each instance's features, validated; errors of all instances are reported together."""
+    """Each instance's features, validated; errors of all instances are reported together,
+    named ``{field}[i].features.NAME``."""
     rows, errors = [], []
     for i, features in enumerate(instances):
         try:
-            rows.append(validate_features(schema, features, f"instances[{i}].features"))
+            rows.append(validate_features(schema, features, f"{field}[{i}].features"))
         except ValidationError as exc:
             errors.extend(exc.errors)
     if errors:
@@ -94,9 +99,10 @@ def as_validation_error(exc: pydantic.ValidationError, prefix: str = "") -> Vali
 @functools.lru_cache(maxsize=256)
 def _features_model(schema: FeatureSchema) -> type[BaseModel]:
     fields: dict[str, Any] = {spec.name: (_field_type(spec), ...) for spec in schema.features}
-    return pydantic.create_model(  # type: ignore[call-overload,no-any-return]
+    model: type[BaseModel] = pydantic.create_model(
         "Features", __config__=ConfigDict(extra="forbid", strict=True), **fields
     )
+    return model
 
 
 def _field_type(spec: FeatureSpec) -> Any:
@@ -223,6 +229,58 @@ UtcDateTime = Annotated[
 ]
 
 
+#: The most records one fairness request may carry (413 beyond it).
+MAX_AUDIT_RECORDS = 10_000
+#: The largest fairness request body accepted, in bytes (10,000 records of a wide schema).
+MAX_AUDIT_BODY_BYTES = 16_000_000
+
+
+class AuditRecordIn(_Strict):
+    """One decision to audit. ``protected`` values and ``label`` are checked by the service,
+    against each other and against the model's classes."""
+
+    features: dict[str, Any]
+    protected: dict[str, Any]
+    label: Any = None
+
+
+class FairnessBoundsIn(_Strict):
+    """What counts as a breach; each absent bound keeps its default."""
+
+    min_disparate_impact: float | None = None
+    max_demographic_parity_difference: float | None = None
+    max_equalized_odds_difference: float | None = None
+    min_group_size: Annotated[int, Field(strict=True)] | None = None
+    proxy_association: float | None = None
+
+
+_Fraction = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False, strict=True)]
+_ClassNames = Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
+
+
+class FairnessRequest(_Strict):
+    records: Annotated[list[AuditRecordIn], Field(min_length=1)]
+    #: Selected when the score is at or above it; absent: the card's ``threshold`` or 0.5.
+    threshold: _Fraction | None = None
+    version: Annotated[int, Field(ge=1, strict=True)] | None = None
+    #: The classes whose summed probability is the score a decision is selected by
+    #: (required for a multiclass model whose card names no ``selected_classes``).
+    positive_classes: _ClassNames | None = None
+    bounds: FairnessBoundsIn | None = None
+
+
+def parse_fairness_request(body: Any, *, max_records: int = MAX_AUDIT_RECORDS) -> FairnessRequest:
+    if not isinstance(body, Mapping):
+        raise ValidationError.for_field("body", "must be a JSON object")
+    records = body.get("records")
+    if isinstance(records, list) and len(records) > max_records:
+        raise PayloadTooLarge(
+            f"a fairness request holds at most {max_records} records, this one has {len(records)}",
+            [FieldError("records", f"at most {max_records} records per request")],
+        )
+    return parse(FairnessRequest, body)
+
+
 class ExportRequest(_Strict):
     model: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     since: UtcDateTime | None = None
@@ -237,7 +295,7 @@ MAX_JSON_DEPTH = 32
 
 def check_depth(value: Any, limit: int = MAX_JSON_DEPTH, field: str = "body") -> None:
     """A ValidationError naming ``field`` when ``value`` nests deeper than ``limit`` levels."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
+    stack: list[tuple[Any, int]] = [(value, 1)] if isinstance(value, dict | list) else []
     while stack:
         item, depth = stack.pop()
         if depth > limit:
@@ -303,6 +361,10 @@ class AuditQuery(_Query):
 
 class ReviewsQuery(_Query):
     status: Literal["open", "closed"] | None = None
+
+
+class ReportQuery(_Query):
+    version: Version | None = None
 
 
 class PromoteRequest(_Strict):

@@ -29,7 +29,7 @@ import pandas as pd
 
 from model_store.base import LoadedModel
 from model_store.errors import ArtifactIntegrityError, InvalidModel, ModelNotFound
-from model_store.types import FeatureSchema, ModelRecord
+from model_store.types import FeatureSchema, ModelRecord, Stage
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_\-]{0,63}$")
 PROVENANCE_PACKAGES = ("scikit-learn", "xgboost", "numpy", "pandas")
@@ -171,6 +171,7 @@ class FileSystemStore:
 
     def _read_record(self, name: str, version: int, production: int | None) -> ModelRecord:
         meta = json.loads(self._fs.cat_file(f"{self._version_dir(name, version)}/record.json"))
+        stage: Stage
         if version == production:
             stage = "production"
         elif production is not None and version < production:

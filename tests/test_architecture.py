@@ -1,4 +1,4 @@
-"""The layout's rules: imports flow one way, the core never imports Flask, public APIs are curated."""
+"""The layout's rules: imports flow one way, the core never imports Flask, APIs are curated."""
 
 from __future__ import annotations
 
@@ -15,9 +15,20 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS = [
     {"explainer.api", "explainer.cli", "explainer.server", "explainer.batch", "explainer.pages"},
     {"explainer.service"},
-    {"explainer.methods", "explainer.rationale", "explainer.archive", "explainer.fairness",
-     "explainer.validation", "explainer.io", "explainer.plots", "explainer.keys",
-     "explainer.report", "explainer.quality", "explainer.logs"},
+    {
+        "explainer.methods",
+        "explainer.rationale",
+        "explainer.archive",
+        "explainer.fairness",
+        "explainer.validation",
+        "explainer.io",
+        "explainer.plots",
+        "explainer.reasons",
+        "explainer.keys",
+        "explainer.report",
+        "explainer.quality",
+        "explainer.logs",
+    },
     {"explainer.types", "explainer.exceptions", "explainer.config"},
     {"model_store"},
 ]

@@ -18,7 +18,9 @@ from tests.conftest import customers, features_of, register_demo
 
 
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, demo_models: dict[str, DemoModel]) -> Path:
+def home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, demo_models: dict[str, DemoModel]
+) -> Path:
     """A home whose archive holds three explanations."""
     home = tmp_path / "home"
     monkeypatch.setenv("CRM_EXPLAIN_HOME", str(home))
@@ -49,7 +51,9 @@ def test_an_exported_bundle_verifies_offline_and_a_tampered_one_names_its_record
 ) -> None:
     runner = CliRunner()
     bundle = tmp_path / "audit.zip"
-    exported = runner.invoke(main, ["audit", "export", "--out", str(bundle), "--model", "lead_score"])
+    exported = runner.invoke(
+        main, ["audit", "export", "--out", str(bundle), "--model", "lead_score"]
+    )
     assert exported.exit_code == 0, exported.output
     assert "wrote 3 records" in exported.output
     intact = runner.invoke(main, ["audit", "verify", str(bundle)])

@@ -7,10 +7,22 @@ import uuid
 
 from flask import Flask, Response, g, request
 
-from explainer.api import audit, errors, explain, health, models, oversight
+from explainer.api import (
+    audit,
+    docs,
+    errors,
+    explain,
+    fairness,
+    health,
+    metrics,
+    models,
+    openapi,
+    oversight,
+)
 from explainer.api._state import AppState
 from explainer.config import Settings
 from explainer.keys import KeyRing
+from explainer.pages import bp as pages_bp
 from explainer.service import ExplainerService
 
 __all__ = ["create_app"]
@@ -26,6 +38,7 @@ def create_app(
 ) -> Flask:
     settings = settings or Settings.from_env()
     app = Flask(__name__)
+    app.url_rule_class = openapi.ModelNameRule  # <name> matches only a valid model name
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["crm_explain"] = AppState(
@@ -36,6 +49,11 @@ def create_app(
     errors.init_app(app)
     for blueprint in (health.bp, models.bp, explain.bp, audit.bp, oversight.bp):
         app.register_blueprint(blueprint)
+    app.register_blueprint(fairness.bp)  # fairness audits, transparency reports (analyst)
+    openapi.init_app(app)  # /openapi.json, and the checks of the parameters it declares
+    docs.init_app(app)  # /docs
+    metrics.init_app(app)  # /metrics, and one JSON access-log line per request
+    app.register_blueprint(pages_bp)  # /ui: the pages for people (explainer.pages)
     app.before_request(_assign_request_id)
     app.after_request(_echo_request_id)
     return app

@@ -9,6 +9,7 @@ from typing import Any
 from flask import Blueprint, Response, request
 
 from explainer.api._state import json_body, requires, service
+from explainer.exceptions import ValidationError
 from explainer.validation import ExportRequest, parse, parse_datetime, parse_limit
 
 bp = Blueprint("audit", __name__)
@@ -25,6 +26,7 @@ def list_explanations() -> dict[str, Any]:
         until=parse_datetime(args.get("until"), "until"),
         limit=parse_limit(args.get("limit")),
         cursor=args.get("cursor") or None,
+        kind=_kind(args.get("kind")),
     )
     return {"items": items, "next_cursor": next_cursor}
 
@@ -38,7 +40,7 @@ def get_explanation(record_id: str) -> dict[str, Any]:
 @bp.post("/v1/audit/exports")
 @requires("auditor")
 def export() -> Response:
-    body = json_body() if request.content_length else {}
+    body = json_body() if request.get_data(cache=True) else {}
     wanted = parse(ExportRequest, body)
     buffer = io.BytesIO()
     service().oversight.export(buffer, model=wanted.model, since=wanted.since, until=wanted.until)
@@ -54,3 +56,14 @@ def export() -> Response:
 @requires("auditor")
 def verify() -> dict[str, Any]:
     return service().oversight.verify()
+
+
+KINDS = ("explanation", "erasure", "case_opened", "review_decision", "checkpoint", "all")
+
+
+def _kind(raw: str | None) -> str | None:
+    """Explanations by default; ``kind=all`` lists every event of the chain."""
+    kind = raw or "explanation"
+    if kind not in KINDS:
+        raise ValidationError.for_field("kind", f"must be one of {', '.join(KINDS)}")
+    return None if kind == "all" else kind

@@ -27,6 +27,8 @@ def explain(name: str) -> dict[str, Any]:
         class_name=request.class_,
         top_k=request.top_k,
         request_id=g.request_id,
+        audience=request.audience,
+        review_checks=request.review_checks,
     )
     return {
         "model": explanations[0].model.to_dict(),

@@ -15,34 +15,30 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from sqlalchemy import ColumnElement, Connection, Engine, Row, delete, func, select, update
+from sqlalchemy import ColumnElement, Connection, Engine, Row, select, update
 
 from explainer.exceptions import (
     Conflict,
     ExplainerError,
-    IntegrityError,
     NotFound,
     Unavailable,
     ValidationError,
 )
 
+from . import _cases, _retention
 from ._bundle import write_bundle
 from ._chain import (
     Prepared,
     append_prepared,
-    delete_orphan_keys,
     key_subject_of,
-    latest_anchor,
     load_keys,
     lock_head,
-    new_id,
     prepare_entry,
-    prepare_event,
     read_record,
     to_iso,
 )
 from ._db import create_archive_engine, is_postgres, transaction
-from ._schema import cases, head, migrate, records, subject_keys
+from ._schema import head, migrate, records
 from ._secrets import Secrets
 from ._types import (
     CASE_STATUSES,
@@ -254,22 +250,9 @@ class Archive:
         _require_text(customer_id, "customer_id")
         subject = self._secrets.pseudonym(customer_id)
         with self._write() as conn:
-            head_state = lock_head(conn)
-            erased = conn.execute(
-                update(records)
-                .where(records.c.subject == subject, records.c.payload.is_not(None))
-                .values(payload=None)
-            ).rowcount
-            conn.execute(delete(subject_keys).where(subject_keys.c.subject == subject))
-            conn.execute(
-                update(cases).where(cases.c.subject == subject).values(reason=None, note=None)
-            )
-            event = prepare_event(
-                "erasure", subject=subject, details={"subject": subject, "erased": erased}
-            )
-            append_prepared(conn, head_state, [event], self._now())
+            erased = _retention.erase_subject(conn, lock_head(conn), subject, self._now())
         self._flush_sqlite_wal()
-        return int(erased)
+        return erased
 
     def _flush_sqlite_wal(self) -> None:
         """Best effort: move SQLite's WAL into the (secure-deleted) file and truncate it,
@@ -287,32 +270,11 @@ class Archive:
         """Delete the oldest records, those created before ``before`` (the longest prefix of
         the chain older than it), and archive a "checkpoint" event carrying the seq and hash
         of the last one deleted; verify() then starts from it. Returns the records deleted."""
+        if not isinstance(before, datetime):
+            raise ValidationError.for_field("before", "must be a datetime (naive means UTC)")
         cutoff = to_iso(before)
         with self._write() as conn:
-            head_state = lock_head(conn)
-            anchor = latest_anchor(conn)
-            if anchor is None:
-                raise IntegrityError("the newest checkpoint is unreadable; run verify")
-            first_kept = conn.scalar(
-                select(func.min(records.c.seq)).where(records.c.created_at >= cutoff)
-            )
-            through = head_state[0] if first_kept is None else int(first_kept) - 1
-            if through <= anchor[0]:
-                return 0
-            through_hash = conn.scalar(select(records.c.hash).where(records.c.seq == through))
-            if through_hash is None:
-                raise IntegrityError(f"cannot prune: record seq {through} is missing; run verify")
-            pruned = conn.execute(delete(records).where(records.c.seq <= through)).rowcount
-            details = {
-                "pruned_through_seq": through,
-                "pruned_through_hash": str(through_hash),
-                "pruned": pruned,
-                "before": cutoff,
-            }
-            event = prepare_event("checkpoint", subject=None, details=details)
-            append_prepared(conn, head_state, [event], self._now())
-            delete_orphan_keys(conn)
-        return int(pruned)
+            return _retention.prune(conn, lock_head(conn), cutoff, self._now())
 
     # --- contest and review ----------------------------------------------------------------
 
@@ -331,43 +293,15 @@ class Archive:
         if opened_by not in OPENED_BY:
             raise ValidationError.for_field("opened_by", f"must be one of {', '.join(OPENED_BY)}")
         with self._write() as conn:
-            head_state = lock_head(conn)
-            explained = conn.execute(
-                select(records).where(
-                    records.c.id == explanation_id, records.c.kind == "explanation"
-                )
-            ).one_or_none()
-            if explained is None:
-                raise NotFound(f"explanation {explanation_id} not found")
-            open_id = conn.scalar(
-                select(cases.c.case_id).where(
-                    cases.c.explanation_id == explanation_id, cases.c.status == "open"
-                )
-            )
-            if open_id is not None:
-                raise Conflict(f"explanation {explanation_id} already has an open case ({open_id})")
-            case_id = new_id()
-            details = {"case_id": case_id, "explanation_id": explanation_id, "opened_by": opened_by}
-            event = prepare_event(
-                "case_opened",
-                subject=explained.subject,
-                details=details,
-                model=_model_of(explained),
-                payload={"reason": reason},
+            return _cases.open_case(
+                conn,
+                lock_head(conn),
+                explanation_id=explanation_id,
+                reason=reason,
+                opened_by=opened_by,
                 request_id=request_id,
+                now=self._now(),
             )
-            now = self._now()
-            [stored] = append_prepared(conn, head_state, [event], now)
-            row = {
-                **details,
-                "subject": explained.subject,
-                "status": "open",
-                "reason": reason,
-                "opened_at": now,
-                "opened_seq": stored["seq"],
-            }
-            conn.execute(cases.insert().values(**row))
-            return self._case(conn, case_id)
 
     def decide_case(
         self, case_id: str, decision: Decision, note: str, *, decided_by: str | None = None
@@ -381,64 +315,27 @@ class Archive:
                 "note", f"must be a string of at most {MAX_TEXT} characters"
             )
         with self._write() as conn:
-            head_state = lock_head(conn)
-            case = conn.execute(select(cases).where(cases.c.case_id == case_id)).one_or_none()
-            if case is None:
-                raise NotFound(f"review case {case_id} not found")
-            if case.status != "open":
-                raise Conflict(f"review case {case_id} was already decided ({case.decision})")
-            explained = conn.execute(
-                select(records).where(records.c.id == case.explanation_id)
-            ).one_or_none()
-            details = {
-                "case_id": case_id,
-                "explanation_id": case.explanation_id,
-                "decision": decision,
-                "decided_by": decided_by,
-            }
-            event = prepare_event(
-                "review_decision",
-                subject=case.subject,
-                details=details,
-                model=None if explained is None else _model_of(explained),
-                payload={"note": note},
+            return _cases.decide_case(
+                conn,
+                lock_head(conn),
+                case_id=case_id,
+                decision=decision,
+                note=note,
+                decided_by=decided_by,
+                now=self._now(),
             )
-            now = self._now()
-            [stored] = append_prepared(conn, head_state, [event], now)
-            conn.execute(
-                update(cases)
-                .where(cases.c.case_id == case_id)
-                .values(
-                    status="closed",
-                    decision=decision,
-                    note=note,
-                    decided_by=decided_by,
-                    decided_at=now,
-                    decided_seq=stored["seq"],
-                )
-            )
-            return self._case(conn, case_id)
 
     def get_case(self, case_id: str) -> dict[str, Any]:
+        """One review case; NotFound for an unknown id."""
         with self._read() as conn:
-            return self._case(conn, case_id)
+            return _cases.get_case(conn, case_id)
 
     def list_cases(self, status: CaseStatus | None = None) -> builtins.list[dict[str, Any]]:
         """Review cases, oldest first; ``status`` "open" or "closed" filters."""
         if status is not None and status not in CASE_STATUSES:
             raise ValidationError.for_field("status", f"must be one of {', '.join(CASE_STATUSES)}")
-        query = select(cases).order_by(cases.c.opened_seq)
-        if status is not None:
-            query = query.where(cases.c.status == status)
         with self._read() as conn:
-            return [_case_dict(row) for row in conn.execute(query)]
-
-    @staticmethod
-    def _case(conn: Connection, case_id: str) -> dict[str, Any]:
-        row = conn.execute(select(cases).where(cases.c.case_id == case_id)).one_or_none()
-        if row is None:
-            raise NotFound(f"review case {case_id} not found")
-        return _case_dict(row)
+            return _cases.list_cases(conn, status)
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -491,6 +388,9 @@ class Archive:
         until: datetime | None = None,
         kind: str | None = None,
     ) -> builtins.list[ColumnElement[bool]]:
+        for name, moment in (("since", since), ("until", until)):
+            if moment is not None and not isinstance(moment, datetime):
+                raise ValidationError.for_field(name, "must be a datetime (naive means UTC)")
         conditions: builtins.list[ColumnElement[bool]] = []
         if model is not None:
             conditions.append(records.c.model_name == model)
@@ -535,28 +435,6 @@ class Archive:
             items = self._decrypt_rows(conn, rows[:limit])
         next_cursor = _encode_cursor(items[-1]["seq"]) if len(rows) > limit else None
         return items, next_cursor
-
-
-def _model_of(row: Row[Any]) -> dict[str, Any] | None:
-    if row.model_name is None:
-        return None
-    version = None if row.model_version is None else int(row.model_version)
-    return {"name": row.model_name, "version": version, "sha256": row.model_sha256}
-
-
-def _case_dict(row: Row[Any]) -> dict[str, Any]:
-    return {
-        "case_id": row.case_id,
-        "status": row.status,
-        "explanation_id": row.explanation_id,
-        "opened_by": row.opened_by,
-        "reason": row.reason,
-        "opened_at": row.opened_at,
-        "decision": row.decision,
-        "note": row.note,
-        "decided_by": row.decided_by,
-        "decided_at": row.decided_at,
-    }
 
 
 def _require_text(value: object, field: str) -> None:

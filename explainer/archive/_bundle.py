@@ -24,14 +24,12 @@ Check by hand: ``openssl pkeyutl -verify -pubin -inkey public_key.pem -rawin
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import re
 import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 from cryptography.exceptions import InvalidSignature
@@ -169,8 +167,7 @@ def verify_bundle(
     is trusted, which catches edits but not a bundle re-signed whole with another key.
     """
     try:
-        data = Path(source).read_bytes() if isinstance(source, str | os.PathLike) else source.read()
-        with zipfile.ZipFile(io.BytesIO(data)) as bundle:
+        with zipfile.ZipFile(source) as bundle:  # a path, or a seekable binary file
             return _verify_zip(bundle, expected_public_key)
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         return _failed(None, bad(None, None, f"the bundle is not a readable zip file: {exc}"))

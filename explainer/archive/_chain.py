@@ -73,8 +73,9 @@ def prepare_entry(entry: ArchiveEntry, secrets: Secrets, where: str) -> Prepared
         raise ValidationError.for_field(f"{where}.id", "must be 8-64 characters of [0-9A-Za-z_-]")
     _check_optional_str(entry.customer_id, f"{where}.customer_id")
     _check_optional_str(entry.request_id, f"{where}.request_id")
-    if not isinstance(entry.payload, Mapping):
-        raise ValidationError.for_field(f"{where}.payload", "must be a JSON object")
+    for name in ("payload", "settings"):
+        if not isinstance(getattr(entry, name), Mapping):
+            raise ValidationError.for_field(f"{where}.{name}", "must be a JSON object")
     return Prepared(
         id=entry.id or new_id(),
         kind="explanation",

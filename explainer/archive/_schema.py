@@ -121,7 +121,7 @@ _LOCK_KEY = int.from_bytes(
 
 
 def _m1_initial(conn: Connection) -> None:
-    metadata.create_all(conn)
+    metadata.create_all(conn, checkfirst=False)  # migrations run in one transaction
     conn.execute(head.insert().values(id=1, seq=0, hash=GENESIS_HASH))
 
 

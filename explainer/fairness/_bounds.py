@@ -47,7 +47,9 @@ class FairnessBounds:
     - ``min_group_size``: groups with fewer records are reported, with a flag "too small to
       judge", but left out of the ratio, the differences and the attribution disparity.
     - ``proxy_association``: a feature whose association with the protected attribute is at
-      or above it is listed among the likely proxies.
+      or above it is listed among the likely proxies. The default 0.2 is a moderate
+      association (bias-corrected Cramér's V / correlation ratio): a proxy rarely tracks a
+      protected attribute strongly, yet a moderate link is enough to carry a disparity.
 
     Comparisons are made in exact rational arithmetic on the group counts, against the bound
     as written in decimal (see :func:`exact`), so a difference of exactly 0.1 is never flagged
@@ -58,7 +60,7 @@ class FairnessBounds:
     max_demographic_parity_difference: float = 0.1
     max_equalized_odds_difference: float = 0.1
     min_group_size: int = 30
-    proxy_association: float = 0.3
+    proxy_association: float = 0.2
 
     def __post_init__(self) -> None:
         for name in (

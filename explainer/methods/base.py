@@ -42,4 +42,4 @@ class Explainer(Protocol):
 
 
 def additivity_errors(batch_values: np.ndarray, base: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    return np.abs(base + batch_values.sum(axis=1) - scores)
+    return np.asarray(np.abs(base + batch_values.sum(axis=1) - scores))

@@ -41,6 +41,7 @@ CARDS: dict[str, dict[str, Any]] = {
     "case_priority": {
         "owner": _OWNER,
         "score_label": "Priority",
+        "selected_classes": ["high", "urgent"],
         "model_type": "Random forest in a scikit-learn Pipeline (one-hot encoded categoricals)",
         "intended_use": "Suggest a priority (low, normal, high, urgent) for an incoming "
         "service case; an agent confirms or changes it.",

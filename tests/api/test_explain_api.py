@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -18,8 +19,12 @@ def churn_features(client: FlaskClient, i: int = 0) -> dict[str, Any]:
     return features_of(customers("churn", 5), schema, i)
 
 
-def explain(client: FlaskClient, body: dict[str, Any], path: str = "/v1/models/churn/explain",
-            role: str = "crm") -> Any:
+def explain(
+    client: FlaskClient,
+    body: dict[str, Any],
+    path: str = "/v1/models/churn/explain",
+    role: str = "crm",
+) -> Any:
     return client.post(path, json=body, headers=auth(role))
 
 
@@ -32,14 +37,24 @@ def test_an_explanation_has_the_contract_fields(client: FlaskClient) -> None:
     assert len(body["model"]["sha256"]) == 64
     [e] = body["explanations"]
     assert e["customer_id"] == "C-1001"
-    assert set(e) >= {"id", "prediction", "base_value", "method", "output", "attributions",
-                      "rationale", "quality", "archived"}
+    assert set(e) >= {
+        "id",
+        "prediction",
+        "base_value",
+        "method",
+        "output",
+        "attributions",
+        "rationale",
+        "quality",
+        "archived",
+    }
     assert e["prediction"]["class"] in ("Yes", "No")
     assert e["prediction"]["band"] in ("low", "medium", "high")
     assert (e["method"], e["output"]) == ("shap", "probability")
     assert len(e["attributions"]) == len(features)
     assert e["base_value"] + sum(a["contribution"] for a in e["attributions"]) == pytest.approx(
-        e["prediction"]["score"], abs=1e-6)
+        e["prediction"]["score"], abs=1e-6
+    )
     assert e["attributions"][0]["label"] in e["rationale"]
 
 
@@ -74,11 +89,31 @@ def test_top_k_bounds_the_drivers_named_but_never_the_attributions(client: Flask
     [
         ("/v1/models/nope/explain", {"instances": [{"features": {}}]}, 404, None),
         ("/v1/models/churn/explain", {"instances": []}, 422, "instances"),
-        ("/v1/models/churn/explain", {"instances": [{"features": {}}], "method": "magic"}, 422, "method"),
-        ("/v1/models/churn/explain", {"instances": [{"features": {}}], "output": "odds"}, 422, "output"),
+        (
+            "/v1/models/churn/explain",
+            {"instances": [{"features": {}}], "method": "magic"},
+            422,
+            "method",
+        ),
+        (
+            "/v1/models/churn/explain",
+            {"instances": [{"features": {}}], "output": "odds"},
+            422,
+            "output",
+        ),
         ("/v1/models/churn/explain", {"instances": [{"features": {}}], "top_k": 0}, 422, "top_k"),
-        ("/v1/models/churn/explain", {"instances": [{"features": {}}], "surprise": 1}, 422, "surprise"),
-        ("/v1/models/churn/explain", {"instances": [{"features": {}}], "version": "x"}, 422, "version"),
+        (
+            "/v1/models/churn/explain",
+            {"instances": [{"features": {}}], "surprise": 1},
+            422,
+            "surprise",
+        ),
+        (
+            "/v1/models/churn/explain",
+            {"instances": [{"features": {}}], "version": "x"},
+            422,
+            "version",
+        ),
     ],
 )
 def test_bad_requests_get_problem_json_naming_the_field(
@@ -123,11 +158,10 @@ def test_features_the_schema_rejects_are_named(
 def test_a_missing_feature_and_nan_are_named(client: FlaskClient) -> None:
     features = churn_features(client)
     del features["tenure"]
-    raw = '{"instances": [{"features": %s}]}' % (
-        __import__("json").dumps(features | {"nps_score": float("nan")})
+    raw = json.dumps({"instances": [{"features": features | {"nps_score": float("nan")}}]})
+    response = client.post(
+        "/v1/models/churn/explain", data=raw, content_type="application/json", headers=auth("crm")
     )
-    response = client.post("/v1/models/churn/explain", data=raw,
-                           content_type="application/json", headers=auth("crm"))
     assert response.status_code == 422
     fields = {e["field"] for e in response.get_json()["errors"]}
     assert fields == {"instances[0].features.tenure", "instances[0].features.nps_score"}
@@ -141,8 +175,12 @@ def test_too_many_instances_is_413(client: FlaskClient) -> None:
 
 
 def test_not_json_is_a_clear_4xx(client: FlaskClient) -> None:
-    response = client.post("/v1/models/churn/explain", data="{nope", content_type="application/json",
-                           headers=auth("crm"))
+    response = client.post(
+        "/v1/models/churn/explain",
+        data="{nope",
+        content_type="application/json",
+        headers=auth("crm"),
+    )
     assert response.status_code == 422
     assert response.get_json()["errors"][0]["field"] == "body"
 
@@ -150,7 +188,9 @@ def test_not_json_is_a_clear_4xx(client: FlaskClient) -> None:
 def test_keys_and_roles_are_checked(client: FlaskClient) -> None:
     body = {"instances": [{"features": churn_features(client)}]}
     assert client.post("/v1/models/churn/explain", json=body).status_code == 401
-    wrong = client.post("/v1/models/churn/explain", json=body, headers={"Authorization": "Bearer x"})
+    wrong = client.post(
+        "/v1/models/churn/explain", json=body, headers={"Authorization": "Bearer x"}
+    )
     assert wrong.status_code == 401 and wrong.mimetype == "application/problem+json"
     assert client.get("/v1/models/churn/importance", headers=auth("crm")).status_code == 403
     assert client.get("/healthz").status_code == 200

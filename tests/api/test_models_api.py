@@ -11,7 +11,6 @@ from flask.testing import FlaskClient
 from explainer.service import ExplainerService
 from model_store import FileSystemStore
 from model_store.demo import DemoModel
-
 from tests.conftest import DEMO_NAMES, auth
 
 
@@ -40,8 +39,9 @@ def test_importance_ranks_every_raw_feature(client: FlaskClient) -> None:
 
 
 def test_compare_sets_versions_side_by_side(client: FlaskClient) -> None:
-    response = client.get("/v1/importance/compare?models=lead_score@1,churn@1",
-                          headers=auth("analyst"))
+    response = client.get(
+        "/v1/importance/compare?models=lead_score@1,churn@1", headers=auth("analyst")
+    )
     body = response.get_json()
     assert body["models"] == ["lead_score@1", "churn@1"]
     assert body["rank_correlation"] is None  # no features in common

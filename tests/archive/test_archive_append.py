@@ -96,6 +96,7 @@ def test_an_id_already_archived_is_a_conflict_and_stores_nothing(archive: Archiv
         (ArchiveEntry(payload={"x": object()}), "entries[0].payload"),
         (ArchiveEntry(payload={}, settings={"seed": math.inf}), "entries[0].settings"),
         (ArchiveEntry(payload={}, id="bad id!"), "entries[0].id"),
+        (ArchiveEntry(payload={}, settings=[("seed", 1)]), "entries[0].settings"),  # type: ignore[arg-type]
         (ArchiveEntry(payload={}, customer_id=""), "entries[0].customer_id"),
         (ArchiveEntry(payload={}, kind="erasure"), "entries[0].kind"),  # type: ignore[arg-type]
         (
@@ -161,6 +162,7 @@ def test_pages_walk_every_record_once_in_archive_order(archive: Archive, limit: 
         ({"limit": 0}, "limit"),
         ({"limit": 1001}, "limit"),
         ({"kind": "nonsense"}, "kind"),
+        ({"since": "2024-01-01"}, "since"),
     ],
 )
 def test_a_bad_listing_argument_is_refused_by_field(

@@ -63,13 +63,14 @@ def test_sixteen_threads_share_commits_and_get_a_gapless_valid_chain(archive: Ar
 def test_every_caller_returns_only_after_its_records_are_committed(
     archive: Archive, backend: Backend, secrets: Secrets
 ) -> None:
-    def work(i: int) -> None:
-        for _ in range(5):
-            [record] = archive.append([explanation_entry(f"C-{i}")])
-            with open_archive(backend.url, secrets) as other:  # another process's view
+    with open_archive(backend.url, secrets) as other:  # another process's view
+
+        def work(i: int) -> None:
+            for _ in range(5):
+                [record] = archive.append([explanation_entry(f"C-{i}")])
                 assert other.get(str(record["id"]))["id"] == record["id"]
 
-    run_in_threads(4, work)
+        run_in_threads(4, work)
 
 
 def test_two_archive_objects_on_one_database_stay_consistent(

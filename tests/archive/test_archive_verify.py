@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, delete, or_, select, text
 
-from explainer.archive import Archive
+from explainer.archive import Archive, Secrets, open_archive
 from explainer.archive._canonical import record_hash
+from explainer.archive._schema import records
 from explainer.exceptions import IntegrityError
 
-from .conftest import explanation_entry
+from .conftest import Backend, FakeClock, explanation_entry
 
 #: Direct edits of one row, column by column: (SET clause, parameters).
 EDITS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -63,24 +66,58 @@ def test_an_empty_archive_verifies(archive: Archive) -> None:
     assert archive.verify().records == 0
 
 
+@pytest.fixture(scope="module")
+def shared(module_backend: Backend) -> Iterator[tuple[Archive, Engine, list[dict[str, Any]]]]:
+    """One filled archive per backend; each edit below is undone after its test."""
+    with open_archive(module_backend.url, Secrets.generate(), clock=FakeClock()) as archive:
+        stored = filled(archive)
+        db = module_backend.engine()
+        yield archive, db, stored
+        db.dispose()
+
+
+@contextmanager
+def row_edited(
+    db: Engine, record: dict[str, Any], assignment: str, **params: Any
+) -> Iterator[None]:
+    """Edit one row with SQL, and put the original row back afterwards."""
+    with db.connect() as conn:
+        original = dict(
+            conn.execute(select(records).where(records.c.id == record["id"])).one()._mapping
+        )
+    execute(
+        db, f"UPDATE archive_records SET {assignment} WHERE id = :id", id=record["id"], **params
+    )
+    try:
+        yield
+    finally:
+        with db.begin() as conn:  # one column changed: the row still has its seq or its id
+            conn.execute(
+                delete(records).where(
+                    or_(records.c.seq == original["seq"], records.c.id == original["id"])
+                )
+            )
+            conn.execute(records.insert().values(**original))
+
+
 @pytest.mark.parametrize("column", sorted(EDITS))
 def test_a_row_edited_in_the_database_is_caught_and_named(
-    archive: Archive, db: Engine, column: str
+    shared: tuple[Archive, Engine, list[dict[str, Any]]], column: str
 ) -> None:
-    victim = filled(archive)[3]
+    archive, db, stored = shared
+    victim = stored[3]
     assignment, params = EDITS[column]
 
-    execute(
-        db, f"UPDATE archive_records SET {assignment} WHERE id = :id", id=victim["id"], **params
-    )
+    with row_edited(db, victim, assignment, **params):
+        report = archive.verify()
 
-    report = archive.verify()
     assert not report.ok
     assert report.first_bad is not None
     expected_id = "f" * 32 if column == "id" else victim["id"]
     assert report.first_bad["id"] == expected_id, report.first_bad
     if column != "seq":
         assert report.first_bad["seq"] == victim["seq"]
+    assert archive.verify().ok  # the edit was undone
 
 
 def test_an_edited_row_is_refused_on_read_too(archive: Archive, db: Engine) -> None:

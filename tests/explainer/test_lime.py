@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from explainer.service import Decision, ExplainerService
 from tests.conftest import DEMO_NAMES, customers, features_of
-
-import pytest
 
 
 @pytest.mark.parametrize("name", DEMO_NAMES)
@@ -26,9 +26,15 @@ def test_identical_requests_get_identical_lime_answers_with_r2(
         assert e.meta["seed"] == again[0].meta["seed"] or len(decisions) > 1
 
 
-def test_a_different_request_draws_a_different_neighbourhood(demo_service: ExplainerService) -> None:
+def test_a_different_request_draws_a_different_neighbourhood(
+    demo_service: ExplainerService,
+) -> None:
     model = demo_service.model("lead_score")
     frame = customers("lead_score", 2)
-    one = demo_service.explain("lead_score", [Decision(features_of(frame, model.schema.feature_names, 0))], method="lime")
-    two = demo_service.explain("lead_score", [Decision(features_of(frame, model.schema.feature_names, 1))], method="lime")
+    one = demo_service.explain(
+        "lead_score", [Decision(features_of(frame, model.schema.feature_names, 0))], method="lime"
+    )
+    two = demo_service.explain(
+        "lead_score", [Decision(features_of(frame, model.schema.feature_names, 1))], method="lime"
+    )
     assert one[0].meta["seed"] != two[0].meta["seed"]

@@ -10,32 +10,56 @@ from explainer.types import Attribution
 from model_store.types import FeatureSchema
 from tests.conftest import DEMO_NAMES, customers, features_of
 
-SCHEMA = FeatureSchema.from_dict({
-    "task": "binary", "target": "churn", "positive_class": "Yes", "classes": ["No", "Yes"],
-    "features": [
-        {"name": "contract", "type": "categorical", "label": "Contract type",
-         "categories": ["Month-to-month", "Two year"]},
-        {"name": "tenure", "type": "numeric", "label": "Months as a customer", "unit": "months"},
-        {"name": "nps", "type": "numeric", "label": "NPS"},
-    ],
-})
+SCHEMA = FeatureSchema.from_dict(
+    {
+        "task": "binary",
+        "target": "churn",
+        "positive_class": "Yes",
+        "classes": ["No", "Yes"],
+        "features": [
+            {
+                "name": "contract",
+                "type": "categorical",
+                "label": "Contract type",
+                "categories": ["Month-to-month", "Two year"],
+            },
+            {
+                "name": "tenure",
+                "type": "numeric",
+                "label": "Months as a customer",
+                "unit": "months",
+            },
+            {"name": "nps", "type": "numeric", "label": "NPS"},
+        ],
+    }
+)
 
 
 def text(attributions: list[Attribution], output: str = "probability") -> str:
-    return rationale(schema=SCHEMA, card={"score_label": "Churn risk"}, attributions=attributions,
-                     score=0.82, explained_class="Yes", band="high", output=output,  # type: ignore[arg-type]
-                     method="shap")
+    return rationale(
+        schema=SCHEMA,
+        card={"score_label": "Churn risk"},
+        attributions=attributions,
+        score=0.82,
+        explained_class="Yes",
+        band="high",
+        output=output,  # type: ignore[arg-type]
+        method="shap",
+    )
 
 
 def test_it_opens_with_the_score_and_band_and_names_drivers_with_direction_and_size() -> None:
-    said = text([
-        Attribution("contract", "Contract type", "Month-to-month", 0.21),
-        Attribution("tenure", "Months as a customer", 3, 0.12),
-        Attribution("nps", "NPS", 9, -0.04),
-    ])
+    said = text(
+        [
+            Attribution("contract", "Contract type", "Month-to-month", 0.21),
+            Attribution("tenure", "Months as a customer", 3, 0.12),
+            Attribution("nps", "NPS", 9, -0.04),
+        ]
+    )
     assert said == (
         "Churn risk is high (82%), mainly because Contract type is Month-to-month (+21 points) "
-        "and Months as a customer is 3 months (+12 points). What lowered it: NPS is 9 (-4.0 points)."
+        "and Months as a customer is 3 months (+12 points). "
+        "What lowered it: NPS is 9 (-4.0 points)."
     )
 
 
@@ -51,8 +75,12 @@ def test_log_odds_sizes_are_given_in_log_odds() -> None:
 
 
 def test_negligible_contributions_are_not_read_aloud() -> None:
-    said = text([Attribution("contract", "Contract type", "Two year", 0.5),
-                 Attribution("nps", "NPS", 7, 0.001)])
+    said = text(
+        [
+            Attribution("contract", "Contract type", "Two year", 0.5),
+            Attribution("nps", "NPS", 7, 0.001),
+        ]
+    )
     assert "NPS" not in said
 
 
@@ -70,5 +98,9 @@ def test_demo_rationales_name_the_top_driver_in_its_direction(
         said_after = e.rationale.split(top.label, 1)[1]
         sign = "+" if top.contribution > 0 else "-"
         assert f"({sign}" in said_after.split(")")[0] + ")"
-        lowered_part = e.rationale.split("What lowered it:")[-1] if "What lowered it" in e.rationale else ""
-        assert (top.label in lowered_part) == (top.contribution < 0 and "mainly because" in e.rationale)
+        lowered_part = (
+            e.rationale.split("What lowered it:")[-1] if "What lowered it" in e.rationale else ""
+        )
+        assert (top.label in lowered_part) == (
+            top.contribution < 0 and "mainly because" in e.rationale
+        )

@@ -35,7 +35,9 @@ def explained_score(service: ExplainerService, name: str, e: Explanation) -> flo
     import pandas as pd
 
     frame = pd.DataFrame([row], columns=model.schema.feature_names)
-    probability = float(model.estimator.predict_proba(frame)[0, model.class_index(e.explained_class)])
+    probability = float(
+        model.estimator.predict_proba(frame)[0, model.class_index(e.explained_class)]
+    )
     if proba is not None:
         assert proba == pytest.approx(probability, abs=1e-6)
     if e.output == "probability":
@@ -83,7 +85,9 @@ def test_churn_log_odds_equal_xgboost_pred_contribs_summed_to_raw_features(
     )
     for i, e in enumerate(explanations):
         for a in e.attributions:
-            columns = [c for c, n in enumerate(names) if n == a.feature or n.startswith(f"{a.feature}_")]
+            columns = [
+                c for c, n in enumerate(names) if n == a.feature or n.startswith(f"{a.feature}_")
+            ]
             assert a.contribution == pytest.approx(contribs[i, columns].sum(), abs=TOLERANCE)
 
 
@@ -95,8 +99,9 @@ def test_multiclass_explains_the_predicted_class_or_the_one_asked_for(
     urgent = explain_rows(demo_service, "case_priority", 3, "probability", class_name="urgent")
     assert all(e.explained_class == "urgent" for e in urgent)
     for e in urgent:
-        assert e.explained_score == pytest.approx(explained_score(demo_service, "case_priority", e),
-                                                  abs=TOLERANCE)
+        assert e.explained_score == pytest.approx(
+            explained_score(demo_service, "case_priority", e), abs=TOLERANCE
+        )
 
 
 def test_binary_models_explain_the_positive_class_even_when_it_is_not_column_one(

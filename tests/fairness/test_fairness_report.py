@@ -44,7 +44,7 @@ def test_the_default_bounds_are_the_documented_ones() -> None:
         "max_demographic_parity_difference": 0.1,
         "max_equalized_odds_difference": 0.1,
         "min_group_size": 30,
-        "proxy_association": 0.3,
+        "proxy_association": 0.2,
     }
 
 

@@ -25,8 +25,12 @@ def test_versions_count_up_and_promotion_chooses_the_serving_one(
 ) -> None:
     store = FileSystemStore(str(tmp_path / "models"))
     churn = demo_models["churn"]
-    first = store.register("churn", artifact(churn), background=churn.background, schema=churn.schema)
-    second = store.register("churn", artifact(churn), background=churn.background, schema=churn.schema)
+    first = store.register(
+        "churn", artifact(churn), background=churn.background, schema=churn.schema
+    )
+    second = store.register(
+        "churn", artifact(churn), background=churn.background, schema=churn.schema
+    )
     assert (first.version, second.version) == (1, 2)
     assert store.get("churn").version == 2  # latest until something is promoted
     store.promote("churn", 1)
@@ -65,7 +69,9 @@ def test_registration_refuses_what_cannot_be_explained(
         store.register("churn", b"not a pickle", background=churn.background)
     with pytest.raises(InvalidModel, match="lacks the schema's features"):
         store.register(
-            "churn", artifact(churn), background=churn.background.drop(columns=["tenure"]),
+            "churn",
+            artifact(churn),
+            background=churn.background.drop(columns=["tenure"]),
             schema=churn.schema,
         )
     with pytest.raises(InvalidModel, match="is not valid"):
@@ -92,7 +98,9 @@ def test_a_missing_artifact_is_refused_with_its_name(
     store = FileSystemStore(str(tmp_path / "models"))
     register_demo(store, demo_models)
     (tmp_path / "models" / "lead_score" / "v1" / "model.joblib").unlink()
-    with pytest.raises(ArtifactIntegrityError, match="lead_score@1 cannot be loaded: model.joblib is missing"):
+    with pytest.raises(
+        ArtifactIntegrityError, match=r"lead_score@1 cannot be loaded: model\.joblib is missing"
+    ):
         store.load("lead_score")
 
 
@@ -103,5 +111,5 @@ def test_a_tampered_background_sample_is_refused_too(
     register_demo(store, demo_models)
     path = tmp_path / "models" / "lead_score" / "v1" / "background.parquet"
     path.write_bytes(path.read_bytes()[:-10])
-    with pytest.raises(ArtifactIntegrityError, match="background.parquet does not match"):
+    with pytest.raises(ArtifactIntegrityError, match=r"background\.parquet does not match"):
         store.load("lead_score")

@@ -1,0 +1,94 @@
+"""The exact fast paths batch runs use: the encoder replayed with numpy, TreeSHAP from per-leaf
+tables, interventional TreeSHAP by reference groups; and the GPU detection's CPU fallback."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xgboost
+
+from explainer.methods import PreparedModel, _model
+from explainer.service import ExplainerService
+from tests.conftest import DEMO_NAMES, customers
+
+
+@pytest.mark.parametrize("name", DEMO_NAMES)
+def test_the_numpy_encoder_reproduces_scikit_learn_bit_for_bit(
+    demo_service: ExplainerService, name: str
+) -> None:
+    model = demo_service.model(name)
+    assert model.fast_encoder is not None
+    frame = customers(name, 300, seed=12)[model.schema.feature_names]
+    expected = model._sklearn_transform(frame)
+    assert np.array_equal(model.transform(frame), expected)
+    assert np.array_equal(model.transform(frame.iloc[[7]]), expected[[7]])
+    codes = model.codec.encode(frame)
+    assert np.array_equal(model.fast_encoder.transform_codes(codes, model.schema), expected)
+
+
+def test_an_unknown_category_falls_back_to_scikit_learn(demo_service: ExplainerService) -> None:
+    model = demo_service.model("churn")
+    frame = customers("churn", 3, seed=1)[model.schema.feature_names].copy()
+    frame.loc[1, "contract"] = "Lifetime"  # the encoder ignores unknown categories: all zeros
+    assert np.array_equal(model.transform(frame), model._sklearn_transform(frame))
+
+
+def churn_encoded(service: ExplainerService, n: int) -> tuple[PreparedModel, np.ndarray]:
+    model = service.model("churn")
+    return model, model.transform(customers("churn", n, seed=21)[model.schema.feature_names])
+
+
+def test_fast_treeshap_agrees_with_xgboost_pred_contribs(demo_service: ExplainerService) -> None:
+    model, encoded = churn_encoded(demo_service, 400)
+    fast = model.xgb_contributions(encoded, algorithm="fast", threads=2)
+    native = model.final_estimator.get_booster().predict(
+        xgboost.DMatrix(encoded), pred_contribs=True
+    )
+    # XGBoost sums its trees in float32: agreement is to its rounding, raw features included
+    assert np.abs(fast[:, :-1] - native[:, :-1]).max() < 2e-6
+    raw = model.sum_to_raw(fast[:, :-1]) - model.sum_to_raw(native[:, :-1].astype(float))
+    assert np.abs(raw).max() < 2e-6
+    assert np.abs(fast[:, -1] - native[:, -1]).max() < 2e-6
+    margins = model.xgb_margins(encoded)
+    assert np.abs(fast.sum(axis=1) - margins).max() < 1e-4
+
+
+def test_fast_treeshap_is_exact_treeshap_in_double_precision(
+    demo_service: ExplainerService,
+) -> None:
+    """Against shap's own C++ TreeSHAP in float64: both are within XGBoost's float32 noise."""
+    import shap
+
+    model, encoded = churn_encoded(demo_service, 100)
+    explainer = shap.TreeExplainer(
+        model.final_estimator, feature_perturbation="tree_path_dependent"
+    )
+    explainer.model.model_type = "internal"  # shap's C++ algorithm, not XGBoost's
+    reference = explainer.shap_values(encoded, check_additivity=False)
+    fast = model.xgb_contributions(encoded, algorithm="fast")
+    assert np.abs(fast[:, :-1] - reference).max() < 5e-6
+
+
+def test_fast_interventional_treeshap_equals_shaps(demo_service: ExplainerService) -> None:
+    from explainer.methods.shap_method import _fast_interventional, _tree_explainer
+
+    model, encoded = churn_encoded(demo_service, 30)
+    explainer = _tree_explainer(model, "interventional")
+    reference = explainer.shap_values(encoded, check_additivity=False)
+    fast = _fast_interventional(model, explainer)
+    assert fast is not None
+    assert np.abs(fast.values(encoded) - reference).max() < 1e-7
+
+
+def test_without_a_visible_gpu_the_cpu_computes_contributions(
+    demo_service: ExplainerService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    _model.cuda_available.cache_clear()
+    try:
+        assert _model.cuda_available() is False
+        model, encoded = churn_encoded(demo_service, 3)
+        out = model.xgb_contributions(encoded)
+        assert out.shape == (3, encoded.shape[1] + 1)
+    finally:
+        _model.cuda_available.cache_clear()

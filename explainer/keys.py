@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal, cast
+from typing import Literal
 
 from explainer.exceptions import AuthError, Forbidden, ValidationError
 
@@ -30,7 +30,7 @@ KEYS_FILE = "api_keys.json"
 def check_role(role: str) -> Role:
     if role not in ROLES:
         raise ValidationError.for_field("role", f"must be one of {list(ROLES)}, not {role!r}")
-    return cast(Role, role)
+    return role
 
 
 def allows(granted: Role, needed: Role) -> bool:

@@ -197,7 +197,7 @@ class ExplainerService:
                 continue
             row = model.background.iloc[:1].reset_index(drop=True)
             for output in {"probability", model.native_output}:
-                self.explain_frame(model, row, [None], output=output)  # type: ignore[arg-type]
+                self.explain_frame(model, row, [None], output=output)
 
     def card(self, name: str) -> dict[str, Any]:
         records = self._versions(name)

@@ -58,6 +58,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=21_000)
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--dask", action="store_true", help="also time the Dask engine")
+    parser.add_argument("--dask-treeshap", default="fast,xgboost")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
@@ -118,28 +119,23 @@ def main() -> None:
     if args.dask:
         from distributed import Client, LocalCluster
 
-        for workers in (1, 2):
-            with (
-                LocalCluster(
-                    n_workers=workers,
-                    threads_per_worker=1,
-                    processes=True,
-                    dashboard_address=None,
-                ) as cluster,
-                Client(cluster) as client,
-            ):
-                warm = {"output_space": "log_odds", "engine": "dask"}
-                batch(
-                    store, small, work / "warm.parquet", scheduler=cluster.scheduler_address, **warm
-                )
-                client.run(lambda: None)
-                results[f"dask, {workers} worker(s), log_odds"] = batch(
-                    store,
-                    source,
-                    work / "dask.parquet",
-                    scheduler=cluster.scheduler_address,
-                    **warm,
-                )
+        for treeshap in args.dask_treeshap.split(","):
+            for workers in (1, 2):
+                with (
+                    LocalCluster(
+                        n_workers=workers,
+                        threads_per_worker=1,
+                        processes=True,
+                        dashboard_address=None,
+                    ) as cluster,
+                    Client(cluster),
+                ):
+                    options = {"output_space": "log_odds", "engine": "dask", "treeshap": treeshap}
+                    address = cluster.scheduler_address
+                    batch(store, small, work / "warm.parquet", scheduler=address, **options)
+                    results[f"dask, {workers} worker(s), log_odds, {treeshap}"] = batch(
+                        store, source, work / "dask.parquet", scheduler=address, **options
+                    )
 
     base_rate = n / results["native_pred_contribs_s"]
     print(f"# batch, churn, {n} rows; machine: {results['machine']}")

@@ -86,6 +86,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--model", default="churn")
     parser.add_argument("--samples", type=int, default=5000, help="stock lime's samples")
+    parser.add_argument("--ours-samples", type=int, default=None, help="crm-explain's samples")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
@@ -99,7 +100,11 @@ def main() -> None:
         k = model.class_index(model.schema.positive_class)
     frame = demo_frame(args.model, args.rows, seed=101)[model.schema.feature_names]
     codes = model.codec.encode(frame)
-    ours = LimeExplainer()
+    ours = (
+        LimeExplainer()
+        if args.ours_samples is None
+        else LimeExplainer(num_samples=args.ours_samples)
+    )
     stock = stock_lime(model, k, args.samples)
     seeds = [11 + 7919 * s for s in range(args.seeds)]
     classes = np.array([k])

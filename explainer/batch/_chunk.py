@@ -211,8 +211,6 @@ def explain_rows(
         )
         digest = hashlib.sha256(payload.encode()).digest()
         seed = int.from_bytes(digest[:4], "big")
-        if not seeded:
-            assert e.meta.get("seed") is not None
         meta = e.meta if seeded else {**e.meta, "seed": seed}
         ident = hashlib.sha256(digest + f"|row {numbers[i]}".encode()).hexdigest()[:32]
         out.append(e.replace(id=ident, meta=meta))

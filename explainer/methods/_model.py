@@ -226,6 +226,12 @@ class PreparedModel:
             # from XGBoost's margin in float64, so that log-odds and probability agree exactly
             margins = self.xgb_margins(self.transform(frame))
             return _softmax_or_sigmoid(margins)
+        if self._final_takes_encoded:
+            fast = self.fast_encoder
+            assert fast is not None
+            encoded = fast.transform(frame)
+            if encoded is not None:
+                return self._proba_of_encoded(encoded)
         return np.asarray(
             self.estimator.predict_proba(frame[self.schema.feature_names]), dtype=float
         )
@@ -235,14 +241,32 @@ class PreparedModel:
 
     def score_codes(self, codes: np.ndarray, class_index: int, output: OutputSpace) -> np.ndarray:
         """``score(codec.decode(codes), ...)``: the score of rows given as RawCodec codes (what
-        LIME perturbs), straight into the encoder where it is replayed with numpy."""
+        LIME and the model-agnostic SHAP fallback perturb), straight into the encoder where it
+        is replayed with numpy (no DataFrame is built)."""
         fast = self.fast_encoder
-        if self.family == "xgboost" and fast is not None:
+        if fast is not None and (self.family == "xgboost" or self._final_takes_encoded):
             encoded = fast.transform_codes(codes, self.schema)
             if encoded is not None:
-                proba = _softmax_or_sigmoid(self.xgb_margins(encoded))
-                return to_output(proba[:, class_index], output)
+                return to_output(self._proba_of_encoded(encoded)[:, class_index], output)
         return self.score(self.codec.decode(codes), class_index, output)
+
+    @cached_property
+    def _final_takes_encoded(self) -> bool:
+        """Whether ``final_estimator.predict_proba(transform(frame))`` is exactly what the
+        Pipeline computes: the replayed encoder gives the Pipeline's own float64 matrix and
+        the final step was fitted on an array (no feature names to check)."""
+        fast = self.fast_encoder
+        return (
+            fast is not None
+            and fast.float64_output
+            and not hasattr(self.final_estimator, "feature_names_in_")
+            and hasattr(self.final_estimator, "predict_proba")
+        )
+
+    def _proba_of_encoded(self, encoded: np.ndarray) -> np.ndarray:
+        if self.family == "xgboost":
+            return _softmax_or_sigmoid(self.xgb_margins(encoded))
+        return np.asarray(self.final_estimator.predict_proba(encoded), dtype=float)
 
     def score_in(
         self, frame: pd.DataFrame, class_indices: np.ndarray, output: OutputSpace
@@ -339,6 +363,8 @@ class FastEncoder:
     def __init__(self, blocks: list[_Block]) -> None:
         self.blocks = blocks
         self.width = sum(b.width for b in blocks)
+        #: scikit-learn's own output is a dense float64 array (what the final step receives)
+        self.float64_output = False
 
     @classmethod
     def compile(
@@ -353,6 +379,7 @@ class FastEncoder:
         # one scikit-learn call over every row (the encoders work row by row)
         frame = pd.concat([sample, *variants], ignore_index=True)[schema.feature_names]
         expected = encoder.transform(frame)
+        fast.float64_output = isinstance(expected, np.ndarray) and expected.dtype == np.float64
         if hasattr(expected, "toarray"):
             expected = expected.toarray()
         got = fast.transform(frame)

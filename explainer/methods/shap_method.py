@@ -11,8 +11,9 @@ sklearn forests    probability     interventional TreeSHAP (their raw output is 
 sklearn boosting   log_odds        path-dependent TreeSHAP (raw output is the log-odds)
 sklearn boosting   probability     interventional TreeSHAP, model_output="probability"
 linear, binary     log_odds        interventional linear SHAP (exact for a linear margin)
-anything else      either          exact Shapley values over the raw features (shap's Exact
-                                   explainer, <= 12 features) or antithetic permutations
+anything else      either          exact Shapley values over the raw features (every
+                                   coalition, as shap's ExactExplainer computes them, <= 10
+                                   features) or shap's antithetic permutations
 =================  ==============  ===============================================================
 
 Attributions over encoded columns are summed back to the raw feature each column came from.
@@ -21,6 +22,7 @@ In every case ``base_value + sum(contributions)`` equals the explained score.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable
 from typing import Any, Literal
@@ -215,15 +217,14 @@ class ShapExplainer:
         background = codec.encode(model.background.iloc[:AGNOSTIC_ROWS])
 
         def score(codes: np.ndarray) -> np.ndarray:
-            return model.score(codec.decode(codes), k, output)
+            return model.score_codes(codes, k, output)
 
-        masker = shap.maskers.Independent(background, max_samples=AGNOSTIC_ROWS)
         rows = codec.encode(frame)
         if len(codec.names) <= EXACT_MAX_FEATURES:
-            result = shap.explainers.ExactExplainer(score, masker)(rows, silent=True)
-        else:
-            permutation = shap.explainers.PermutationExplainer(score, masker, seed=seed)
-            result = permutation(rows, max_evals=20 * len(codec.names) + 1, silent=True)
+            return (*exact_shapley(score, rows, background), {})
+        masker = shap.maskers.Independent(background, max_samples=AGNOSTIC_ROWS)
+        permutation = shap.explainers.PermutationExplainer(score, masker, seed=seed)
+        result = permutation(rows, max_evals=20 * len(codec.names) + 1, silent=True)
         values = np.asarray(result.values, dtype=float)
         return values, np.asarray(result.base_values, dtype=float), {}
 
@@ -233,6 +234,35 @@ class ShapExplainer:
             if key not in self._cache:
                 self._cache[key] = build()
             return self._cache[key]
+
+
+def exact_shapley(
+    score: Callable[[np.ndarray], np.ndarray], rows: np.ndarray, background: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact (interventional) Shapley values of ``score`` at each row against ``background``:
+    every coalition S of features is scored with the row's values on S and each background
+    row's elsewhere, v(S) is their mean, and phi_i = sum_S |S|!(M-|S|-1)!/M! (v(S+i) - v(S)).
+    The values of shap's ExactExplainer with an Independent masker, without its per-process
+    JIT compilation; all 2^M * len(background) rows of one explained row go through the model
+    in one call. Returns (values (n, M), base values (n,)), base = v(empty set)."""
+    n, m = rows.shape
+    coalitions = (np.arange(1 << m)[:, None] >> np.arange(m)[None, :]) & 1  # (2^M, M)
+    sizes = coalitions.sum(axis=1)
+    weight = np.array(
+        [math.factorial(s) * math.factorial(m - s - 1) / math.factorial(m) for s in range(m)]
+    )
+    values = np.zeros((n, m))
+    base = np.zeros(n)
+    inside = coalitions.astype(bool)[:, None, :]
+    for r in range(n):
+        mixed = np.where(inside, rows[r][None, None, :], background[None, :, :])
+        v = score(mixed.reshape(-1, m)).reshape(len(coalitions), len(background)).mean(axis=1)
+        base[r] = v[0]
+        for i in range(m):
+            without = coalitions[:, i] == 0
+            gain = v[np.flatnonzero(without) + (1 << i)] - v[without]
+            values[r, i] = float(np.sum(weight[sizes[without]] * gain))
+    return values, base
 
 
 def _tree_explainer(model: PreparedModel, perturbation: str) -> Any:

@@ -92,3 +92,30 @@ def test_without_a_visible_gpu_the_cpu_computes_contributions(
         assert out.shape == (3, encoded.shape[1] + 1)
     finally:
         _model.cuda_available.cache_clear()
+
+
+def test_exact_shapley_matches_the_permutation_definition() -> None:
+    import itertools
+
+    from explainer.methods.shap_method import exact_shapley
+
+    rng = np.random.default_rng(3)
+    rows, background = rng.normal(size=(2, 4)), rng.normal(size=(6, 4))
+
+    def score(x: np.ndarray) -> np.ndarray:  # interactions, a threshold and a product
+        return np.asarray(x[:, 0] * x[:, 1] + (x[:, 2] > 0.1) * 2 + np.sin(x[:, 3]) * x[:, 0])
+
+    values, base = exact_shapley(score, rows, background)
+    for r, row in enumerate(rows):
+        expected = np.zeros(4)
+        for order in itertools.permutations(range(4)):
+            current = background.copy()
+            before = score(current).mean()
+            for i in order:
+                current[:, i] = row[i]
+                after = score(current).mean()
+                expected[i] += (after - before) / 24
+                before = after
+        np.testing.assert_allclose(values[r], expected, atol=1e-12)
+        assert base[r] == pytest.approx(score(background).mean())
+        assert base[r] + values[r].sum() == pytest.approx(float(score(row[None])[0]))

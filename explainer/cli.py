@@ -402,7 +402,10 @@ def _read_json(path: Path) -> Any:
         ) from None
 
 
-main.add_command(__import__("explainer.batch", fromlist=["explain"]).explain)
+# The batch command lives with its engines; imported last, once `main` exists.
+from explainer.batch import explain as batch_explain  # noqa: E402
+
+main.add_command(batch_explain)
 
 if __name__ == "__main__":
     main()

@@ -53,7 +53,7 @@ def _sqlite_engine(url: URL, timeout: float) -> Engine:
         dbapi_connection.isolation_level = None  # we emit BEGIN ourselves (see _on_begin)
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        _set_wal(cursor, timeout)
         cursor.execute("PRAGMA synchronous = FULL")  # a returned append survives power loss
         cursor.execute("PRAGMA secure_delete = ON")  # shredded keys do not linger in free pages
         cursor.close()
@@ -103,3 +103,21 @@ def transaction(engine: Engine, *, write: bool) -> Iterator[Connection]:
 def describe(exc: DBAPIError) -> str:
     text = str(exc.orig if exc.orig is not None else exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _set_wal(cursor: Any, timeout: float) -> None:
+    """Switching a new database to WAL takes an exclusive lock, and SQLite answers "database
+    is locked" at once (not after the busy timeout) while another process does the same:
+    retry until the timeout, as the busy handler would."""
+    import sqlite3
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)

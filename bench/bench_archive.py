@@ -1,15 +1,21 @@
 """What archiving costs: explanations/s over HTTP with 8 concurrent clients, without an
-archive, with the SQLite archive and with the PostgreSQL archive, side by side in one run.
+archive, with the SQLite archive and with the PostgreSQL archive, side by side in one run;
+and how that throughput compares with explaining in-process on one thread x the cores.
 
     .venv/bin/python bench/bench_archive.py [--seconds 20] [--clients 8] [--workers 2]
+                                            [--threads 4]
 
 Each configuration runs a real gunicorn server (``explainer.server.run_server``) on loopback;
-the same requests go to each. Prints a markdown table for docs/benchmarks.md.
+the same requests go to each. The clients are threads of this process on kept-alive
+connections with the request bodies encoded beforehand, so that they take as little as
+possible of the CPU the server runs on. Prints markdown tables for docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
+import json
 import os
 import platform
 import subprocess
@@ -41,7 +47,7 @@ SERVER = textwrap.dedent(
     archive = sys.argv[2] != "none"
     settings = Settings.from_env(archive_enabled=archive)
     run_server(settings, host="127.0.0.1", port=int(sys.argv[1]), workers=int(sys.argv[3]),
-               echo=lambda line: None)
+               threads=int(sys.argv[4]), echo=lambda line: None)
     """
 )
 
@@ -71,34 +77,42 @@ def drop_schema(schema: str) -> None:
         conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
 
 
-def run_config(
-    home: Path,
-    archive: str,
-    url: str | None,
-    args: argparse.Namespace,
-    payloads: list[dict[str, object]],
-    output: str,
-) -> tuple[float, int]:
+def start_server(
+    home: Path, archive: str, url: str | None, args: argparse.Namespace
+) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRM_EXPLAIN_")}
     env |= {"CRM_EXPLAIN_HOME": str(home), "CRM_EXPLAIN_API_KEYS": f"crm:{KEY}"}
     if url:
         env["CRM_EXPLAIN_ARCHIVE_URL"] = url
     server = subprocess.Popen(
-        [sys.executable, "-c", SERVER, str(port), archive, str(args.workers)],
+        [sys.executable, "-c", SERVER, str(port), archive, str(args.workers), str(args.threads)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(base)
-        hammer(base, payloads, output, args.clients, 2.0)  # warm-up
-        done, errors = hammer(base, payloads, output, args.clients, args.seconds)
-        return done / args.seconds, errors
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    wait_ready(f"http://127.0.0.1:{port}")
+    return server, port
+
+
+def measure_side_by_side(
+    ports: dict[str, int], bodies: list[bytes], args: argparse.Namespace
+) -> dict[str, tuple[float, int]]:
+    """Explanations/s and errors per server: ``args.rounds`` rounds, each giving every server
+    its share of ``args.seconds`` in turn (the order rotating), so drifts in the machine's
+    load fall on all of them alike."""
+    done = dict.fromkeys(ports, 0)
+    errors = dict.fromkeys(ports, 0)
+    for port in ports.values():
+        hammer(port, bodies, args.clients, 2.0)  # warm-up
+    names = list(ports)
+    share = args.seconds / args.rounds
+    for r in range(args.rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            count, failed = hammer(ports[name], bodies, args.clients, share)
+            done[name] += count
+            errors[name] += failed
+    return {name: (done[name] / args.seconds, errors[name]) for name in names}
 
 
 def wait_ready(base: str) -> None:
@@ -112,31 +126,27 @@ def wait_ready(base: str) -> None:
     raise RuntimeError("server did not start")
 
 
-def hammer(
-    base: str, payloads: list[dict[str, object]], output: str, clients: int, seconds: float
-) -> tuple[int, int]:
+def hammer(port: int, bodies: list[bytes], clients: int, seconds: float) -> tuple[int, int]:
     counts = [0] * clients
     errors = [0] * clients
     deadline = time.monotonic() + seconds
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
 
     def client(n: int) -> None:
-        session = requests.Session()
-        session.headers["Authorization"] = f"Bearer {KEY}"
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         i = n
         while time.monotonic() < deadline:
-            body = {
-                "instances": [
-                    {"customer_id": f"B-{n}-{i}", "features": payloads[i % len(payloads)]}
-                ],
-                "output": output,
-            }
-            response = session.post(f"{base}/v1/models/churn/explain", json=body, timeout=30)
-            if response.status_code == 200:
+            connection.request("POST", "/v1/models/churn/explain", bodies[i % len(bodies)], headers)
+            response = connection.getresponse()
+            response.read()
+            if response.status == 200:
                 counts[n] += 1
             else:
                 errors[n] += 1
+            if response.will_close:
+                connection.close()
             i += clients
-        session.close()
+        connection.close()
 
     threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
     for thread in threads:
@@ -146,13 +156,38 @@ def hammer(
     return sum(counts), sum(errors)
 
 
+def in_process_rate(home: Path, payloads: list[dict[str, object]], output: str) -> float:
+    """Explanations/s of ``ExplainerService.explain`` on one thread, without HTTP or archive."""
+    from explainer.service import Decision, ExplainerService
+    from model_store import open_store
+
+    service = ExplainerService(open_store(str(home / "models")))
+    service.warm_up()
+    service.prime()
+
+    def explain(i: int) -> None:
+        decision = Decision(customer_id=f"B-{i}", features=payloads[i % len(payloads)])
+        service.explain("churn", [decision], output=output, archive=False)  # type: ignore[arg-type]
+
+    for i in range(50):
+        explain(i)
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < 5.0:
+        explain(count)
+        count += 1
+    return count / (time.perf_counter() - start)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--seconds", type=float, default=30, help="per server and output")
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=4)
     args = parser.parse_args()
     payloads = rows(200)
+    cores = len(os.sched_getaffinity(0))
     with tempfile.TemporaryDirectory() as folder:
         home = Path(folder) / "home"
         subprocess.run(
@@ -161,33 +196,75 @@ def main() -> None:
             env=os.environ | {"CRM_EXPLAIN_HOME": str(home)},
             stdout=subprocess.DEVNULL,
         )
+        schema, pg_url = postgres_schema()
+        servers = {
+            "none": start_server(home, "none", None, args),
+            "sqlite": start_server(home, "sqlite", f"sqlite:///{home / 'bench.db'}", args),
+            "postgresql": start_server(home, "postgresql", pg_url, args),
+        }
+        try:
+            results = {}
+            for output in ("probability", "log_odds"):
+                bodies = [
+                    json.dumps(
+                        {"instances": [{"customer_id": f"B-{i}", "features": p}], "output": output}
+                    ).encode()
+                    for i, p in enumerate(payloads)
+                ]
+                before = in_process_rate(home, payloads, output)
+                rates = measure_side_by_side(
+                    {name: port for name, (_, port) in servers.items()}, bodies, args
+                )
+                after = in_process_rate(home, payloads, output)
+                results[output] = ((before + after) / 2, rates)
+        finally:
+            for server, _ in servers.values():
+                server.terminate()
+                server.wait(timeout=30)
+            drop_schema(schema)
+    report(results, args, cores)
+
+
+def report(
+    results: dict[str, tuple[float, dict[str, tuple[float, int]]]],
+    args: argparse.Namespace,
+    cores: int,
+) -> None:
+    one, five, _ = os.getloadavg()
+    print(
+        f"# Archive cost — {date.today()} — {platform.node()}, {cores} cores, "
+        f"Python {platform.python_version()}, load average {one:.1f}/{five:.1f} at the end"
+    )
+    print(
+        f"{args.clients} clients, {args.workers} gunicorn workers x {args.threads} threads, "
+        f"{args.seconds:.0f} s per server and output in {args.rounds} rotating rounds, "
+        "churn model, one instance per request\n"
+    )
+    print(
+        "| output | no archive (expl/s) | SQLite (expl/s) | SQLite cost "
+        "| PostgreSQL (expl/s) | PostgreSQL cost | errors |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for output, (_, rates) in results.items():
+        base, lite, pg = (rates[name][0] for name in ("none", "sqlite", "postgresql"))
+        failed = sum(e for _, e in rates.values())
         print(
-            f"# Archive cost — {date.today()} — {platform.node()}, {os.cpu_count()} cores, "
-            f"Python {platform.python_version()}"
+            f"| {output} | {base:.1f} | {lite:.1f} | {1 - lite / base:+.1%} | {pg:.1f} | "
+            f"{1 - pg / base:+.1%} | {failed} |"
         )
+    print(
+        f"\n| output | in-process, 1 thread (expl/s) | x {cores} cores | SQLite (expl/s) "
+        "| SQLite / (in-process x cores) | PostgreSQL (expl/s) "
+        "| PostgreSQL / (in-process x cores) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for output, (single, rates) in results.items():
+        lite, pg = rates["sqlite"][0], rates["postgresql"][0]
+        ceiling = single * cores
         print(
-            f"{args.clients} clients, {args.workers} gunicorn workers, "
-            f"{args.seconds:.0f} s per cell, churn model, one instance per request\n"
+            f"| {output} | {single:.1f} | {ceiling:.1f} | {lite:.1f} | {lite / ceiling:.2f} "
+            f"| {pg:.1f} | {pg / ceiling:.2f} |"
         )
-        print(
-            "| output | no archive (expl/s) | SQLite (expl/s) | SQLite cost "
-            "| PostgreSQL (expl/s) | PostgreSQL cost | errors |"
-        )
-        print("|---|---|---|---|---|---|---|")
-        for output in ("probability", "log_odds"):
-            base, e0 = run_config(home, "none", None, args, payloads, output)
-            sqlite_url = f"sqlite:///{home / f'bench-{output}.db'}"
-            lite, e1 = run_config(home, "sqlite", sqlite_url, args, payloads, output)
-            schema, pg_url = postgres_schema()
-            try:
-                pg, e2 = run_config(home, "postgresql", pg_url, args, payloads, output)
-            finally:
-                drop_schema(schema)
-            print(
-                f"| {output} | {base:.1f} | {lite:.1f} | {1 - lite / base:+.1%} | {pg:.1f} | "
-                f"{1 - pg / base:+.1%} | {e0 + e1 + e2} |",
-                flush=True,
-            )
 
 
 if __name__ == "__main__":

@@ -60,12 +60,19 @@ def main() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64))
+@click.option(
+    "--threads",
+    default=4,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Threads per worker; requests in flight together share archive commits.",
+)
 @friendly_errors
-def serve(host: str, port: int, workers: int) -> None:
+def serve(host: str, port: int, workers: int, threads: int) -> None:
     """Run the API under gunicorn (seeding the demo models into an empty store first)."""
     from explainer.server import run_server
 
-    run_server(_settings(), host=host, port=port, workers=workers, echo=click.echo)
+    run_server(_settings(), host=host, port=port, workers=workers, threads=threads, echo=click.echo)
 
 
 # -- demo --------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import io
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from importlib import metadata
 from typing import Any
@@ -55,6 +56,9 @@ class FileSystemStore:
         self.url = url
         self._fs, self._root = fsspec.core.url_to_fs(url)
         self._fs.makedirs(self._root, exist_ok=True)
+        #: Each version's record.json, parsed: written once, last, at registration, and never
+        #: changed, so it is read once per process. Stages (stage.json) are read every time.
+        self._records: dict[tuple[str, int], ModelRecord] = {}
 
     # -- writing -------------------------------------------------------------------------
     def register(
@@ -170,7 +174,6 @@ class FileSystemStore:
         return int(json.loads(self._fs.cat_file(path))["production"])
 
     def _read_record(self, name: str, version: int, production: int | None) -> ModelRecord:
-        meta = json.loads(self._fs.cat_file(f"{self._version_dir(name, version)}/record.json"))
         stage: Stage
         if version == production:
             stage = "production"
@@ -178,16 +181,25 @@ class FileSystemStore:
             stage = "archived"
         else:
             stage = "none"
-        return ModelRecord(
+        return replace(self._registered_record(name, version), stage=stage)
+
+    def _registered_record(self, name: str, version: int) -> ModelRecord:
+        cached = self._records.get((name, version))
+        if cached is not None:
+            return cached
+        meta = json.loads(self._fs.cat_file(f"{self._version_dir(name, version)}/record.json"))
+        record = ModelRecord(
             name=name,
             version=version,
             sha256=meta["sha256"],
             schema=FeatureSchema.from_dict(meta["schema"]),
-            stage=stage,
+            stage="none",
             created_at=meta["created_at"],
             card=meta.get("card", {}),
             environment=meta.get("environment", {}),
         )
+        self._records[(name, version)] = record
+        return record
 
     def _read_verified(self, path: str, expected: str, ref: str) -> bytes:
         try:

@@ -37,7 +37,7 @@ from ._chain import (
     read_record,
     to_iso,
 )
-from ._db import create_archive_engine, is_postgres, transaction
+from ._db import DuplicateKey, create_archive_engine, is_postgres, transaction
 from ._schema import head, migrate, records
 from ._secrets import Secrets
 from ._types import (
@@ -166,6 +166,20 @@ class Archive:
             return self._writer
 
     def _commit_batch(
+        self, groups: builtins.list[Sequence[Prepared]]
+    ) -> builtins.list[builtins.list[Record] | ExplainerError]:
+        """Commit every group in one transaction. Ids are fresh by construction, so the
+        records' primary key is the check; only when it fires is the batch committed again
+        with each id looked up first, so that only the groups with a taken id fail."""
+        try:
+            with self._write() as conn:
+                items = [p for group in groups for p in group]
+                stored = iter(append_prepared(conn, lock_head(conn), items, self._now()))
+        except DuplicateKey:
+            return self._commit_batch_checked(groups)
+        return [[next(stored) for _ in group] for group in groups]
+
+    def _commit_batch_checked(
         self, groups: builtins.list[Sequence[Prepared]]
     ) -> builtins.list[builtins.list[Record] | ExplainerError]:
         outcomes: builtins.list[builtins.list[Record] | ExplainerError] = []

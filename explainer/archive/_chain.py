@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, delete, exists, select
+from sqlalchemy import Connection, Row, bindparam, delete, exists, select
 
 from explainer.exceptions import IntegrityError, ValidationError
 
@@ -130,12 +130,22 @@ def _model(entry: ArchiveEntry, where: str) -> dict[str, Any] | None:
 
 # --- writing (inside a write transaction) ---------------------------------------------
 
+# Every explanation runs these: built once, they skip SQLAlchemy's per-call construction
+# and cache-key work (a third of the statement's cost).
+_LOCK_HEAD = select(head.c.seq, head.c.hash).where(head.c.id == 1).with_for_update()
+_MOVE_HEAD = (
+    head.update().where(head.c.id == 1).values(seq=bindparam("new_seq"), hash=bindparam("new_hash"))
+)
+_INSERT_RECORDS = records.insert()
+_INSERT_KEYS = subject_keys.insert()
+_LOAD_KEYS = select(subject_keys.c.subject, subject_keys.c.key).where(
+    subject_keys.c.subject.in_(bindparam("subjects", expanding=True))
+)
+
 
 def lock_head(conn: Connection) -> tuple[int, str]:
     """Lock the chain head for this transaction (FOR UPDATE; SQLite holds BEGIN IMMEDIATE)."""
-    row = conn.execute(
-        select(head.c.seq, head.c.hash).where(head.c.id == 1).with_for_update()
-    ).one()
+    row = conn.execute(_LOCK_HEAD).one()
     return int(row.seq), str(row.hash)
 
 
@@ -158,8 +168,8 @@ def append_prepared(
         rows.append(_row(public, sealed))
         stored.append(public)
         prev = public["hash"]
-    conn.execute(records.insert(), rows)
-    conn.execute(head.update().where(head.c.id == 1).values(seq=seq, hash=prev))
+    conn.execute(_INSERT_RECORDS, rows)
+    conn.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": prev})
     return stored
 
 
@@ -207,8 +217,7 @@ def _ensure_keys(conn: Connection, subjects: set[str], now: str) -> dict[str, by
     fresh = {subject: _crypto.new_data_key() for subject in subjects - keys.keys()}
     if fresh:
         conn.execute(
-            subject_keys.insert(),
-            [{"subject": s, "key": k, "created_at": now} for s, k in fresh.items()],
+            _INSERT_KEYS, [{"subject": s, "key": k, "created_at": now} for s, k in fresh.items()]
         )
     return keys | fresh
 
@@ -228,10 +237,8 @@ def load_keys(conn: Connection, subjects: Iterable[str]) -> dict[str, bytes]:
     wanted = sorted(set(subjects))
     if not wanted:
         return {}
-    query = select(subject_keys.c.subject, subject_keys.c.key).where(
-        subject_keys.c.subject.in_(wanted)
-    )
-    return {str(row.subject): bytes(row.key) for row in conn.execute(query)}
+    rows = conn.execute(_LOAD_KEYS, {"subjects": wanted})
+    return {str(row.subject): bytes(row.key) for row in rows}
 
 
 def key_subject_of(row: Row[Any]) -> str:

@@ -3,7 +3,8 @@
 Writers serialise on the archive head: SQLite writes run in ``BEGIN IMMEDIATE`` (one
 writer per database file, other writers wait up to the busy timeout); PostgreSQL writes
 lock the head row with ``SELECT ... FOR UPDATE`` (see ``_chain.lock_head``).
-Every database error leaves this module as ``Unavailable``.
+Every database error leaves this module as ``Unavailable``, but a broken unique key, which
+is ``DuplicateKey`` (a ``Conflict``).
 """
 
 from __future__ import annotations
@@ -14,11 +15,15 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
 
-from explainer.exceptions import Unavailable, ValidationError
+from explainer.exceptions import Conflict, Unavailable, ValidationError
 
 _WRITE = "crm_explain_archive_write"
+
+
+class DuplicateKey(Conflict):
+    """A write broke a unique key (an id that is already taken); nothing was written."""
 
 
 def create_archive_engine(url: str, timeout: float) -> Engine:
@@ -96,8 +101,19 @@ def transaction(engine: Engine, *, write: bool) -> Iterator[Connection]:
             with conn.begin():
                 yield conn
     except DBAPIError as exc:
+        if _is_unique_violation(exc):
+            raise DuplicateKey(f"the archive refused a duplicate key: {describe(exc)}") from exc
         action = "written" if write else "read"
         raise Unavailable(f"the archive cannot be {action}: {describe(exc)}") from exc
+
+
+def _is_unique_violation(exc: DBAPIError) -> bool:
+    """A broken UNIQUE or PRIMARY KEY (not any other constraint, nor a trigger's ABORT)."""
+    if not isinstance(exc, IntegrityError):
+        return False
+    if getattr(exc.orig, "sqlstate", None) == "23505":  # PostgreSQL's unique_violation
+        return True
+    return "UNIQUE constraint failed" in str(exc.orig)  # SQLite's message for both
 
 
 def describe(exc: DBAPIError) -> str:

@@ -297,7 +297,7 @@ class ExplainerService:
                 i,
                 method,
                 output,
-                meta,
+                self._row_meta(meta, batch, i),
                 top_k,
             )
             for i in range(len(frame))
@@ -733,6 +733,11 @@ class ExplainerService:
             **batch.meta,
             "versions": _library_versions(),
         }
+
+    @staticmethod
+    def _row_meta(meta: dict[str, Any], batch: AttributionBatch, i: int) -> dict[str, Any]:
+        """Row ``i``'s settings: the request's, with what the explainer chose for that row."""
+        return meta if batch.row_meta is None else {**meta, **batch.row_meta[i]}
 
     def _archive(
         self,

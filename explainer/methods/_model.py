@@ -454,7 +454,7 @@ class FastEncoder:
 
     def _transform_small(self, frame: pd.DataFrame) -> np.ndarray | None:
         """A few rows (one per API request): plain Python over the values, no pandas indexing."""
-        values = frame.to_numpy(dtype=object)
+        values = _object_rows(frame)
         position = {name: j for j, name in enumerate(frame.columns)}
         out = np.zeros((len(values), self.width))
         start = 0
@@ -558,6 +558,17 @@ def _codes(column: pd.Series, lookup: dict[Any, int], categories: list[Any]) -> 
     if len(codes) and codes.min() < 0:
         return None
     return codes
+
+
+def _object_rows(frame: pd.DataFrame) -> np.ndarray:
+    """``frame.to_numpy(dtype=object)``, faster for the one row of a typical API request: with
+    pandas holding strings in Arrow arrays, reading the row as a Series takes a third of the
+    time (from two rows on, the frame's own conversion is faster)."""
+    if len(frame) != 1:
+        return np.asarray(frame.to_numpy(dtype=object))
+    out = np.empty((1, frame.shape[1]), dtype=object)
+    out[0, :] = frame.iloc[0].tolist()
+    return out
 
 
 # -- remembered results ----------------------------------------------------------------

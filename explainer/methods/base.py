@@ -22,7 +22,10 @@ class AttributionBatch:
     #: The model's own score of each row in the requested output space.
     scores: np.ndarray
     quality: list[dict[str, float | None]]
+    #: The settings of every row...
     meta: dict[str, Any] = field(default_factory=dict)
+    #: ... and those of each row alone (LIME's sample count, say), which win over ``meta``.
+    row_meta: list[dict[str, Any]] | None = None
 
 
 class Explainer(Protocol):

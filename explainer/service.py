@@ -263,7 +263,7 @@ class ExplainerService:
         if audience == "customer":
             explanations = [self._for_customer(model, e) for e in explanations]
         if archive and self.archive is not None:
-            explanations = self._archive(model, explanations, frame, request_id)
+            explanations = self._archive(explanations, request_id)
             explanations = self._open_review_cases(explanations, request_id)
         return explanations
 
@@ -286,10 +286,14 @@ class ExplainerService:
         seed = request_seed(model.record, frame, method, output, class_indices)
         batch = explainer.explain(model, frame, class_indices, output, seed=seed)
         meta = self._meta(model, method, output, seed, batch)
+        # the rows' raw values in schema order, read once (reading a pandas row is slow)
+        values = frame.to_numpy(dtype=object)[
+            :, frame.columns.get_indexer(model.schema.feature_names)
+        ]
         return [
             self._explanation(
                 model,
-                frame.iloc[i],
+                values[i],
                 proba[i],
                 int(class_indices[i]),
                 customer_ids[i],
@@ -664,7 +668,7 @@ class ExplainerService:
     def _explanation(
         self,
         model: PreparedModel,
-        row: pd.Series,
+        row: np.ndarray,
         proba: np.ndarray,
         k: int,
         customer_id: str | None,
@@ -679,9 +683,7 @@ class ExplainerService:
         attributions = tuple(
             sorted(
                 (
-                    Attribution(
-                        spec.name, spec.label, _plain(row[spec.name]), float(batch.values[i, j])
-                    )
+                    Attribution(spec.name, spec.label, _plain(row[j]), float(batch.values[i, j]))
                     for j, spec in enumerate(schema.features)
                 ),
                 key=lambda a: -abs(a.contribution),
@@ -740,15 +742,12 @@ class ExplainerService:
         return meta if batch.row_meta is None else {**meta, **batch.row_meta[i]}
 
     def _archive(
-        self,
-        model: PreparedModel,
-        explanations: list[Explanation],
-        frame: pd.DataFrame,
-        request_id: str | None,
+        self, explanations: list[Explanation], request_id: str | None
     ) -> list[Explanation]:
         from explainer.archive import ArchiveEntry
 
         assert self.archive is not None
+        archived = [e.replace(archived=True) for e in explanations]
         entries = [
             ArchiveEntry(
                 kind="explanation",
@@ -759,15 +758,12 @@ class ExplainerService:
                 model_sha256=e.model.sha256,
                 settings=dict(e.meta),
                 request_id=request_id,
-                payload={
-                    **e.replace(archived=True).to_dict(),
-                    "inputs": {k: _plain(v) for k, v in frame.iloc[i].items()},
-                },
+                payload={**e.to_dict(), "inputs": {a.feature: a.value for a in e.attributions}},
             )
-            for i, e in enumerate(explanations)
+            for e in archived
         ]
         self.archive.append(entries)
-        return [e.replace(archived=True) for e in explanations]
+        return archived
 
 
 class Oversight:
@@ -852,7 +848,7 @@ def request_seed(
 ) -> int:
     """The same request (model, rows, settings) always gets the same seed."""
     payload = json.dumps(
-        [record.sha256, method, output, classes.tolist(), frame.astype(object).to_numpy().tolist()],
+        [record.sha256, method, output, classes.tolist(), frame.to_numpy(dtype=object).tolist()],
         default=str,
     )
     return int.from_bytes(hashlib.sha256(payload.encode()).digest()[:4], "big")

@@ -103,7 +103,8 @@ def bench_model(
 
     def run_ours(i: int, seed: int) -> tuple[np.ndarray, float, float]:
         batch = ours.explain(model, frame.iloc[[i]], classes, "probability", seed=seed)
-        drawn.append(int(batch.meta["num_samples"]))
+        assert batch.row_meta is not None
+        drawn.append(int(batch.row_meta[0]["num_samples"]))
         return batch.values[0], float(batch.base_values[0]), float(batch.quality[0]["r2"] or 0.0)
 
     neighbourhood = ours._neighbourhood(model)

@@ -1,14 +1,16 @@
 """Engines and transactions for SQLite (WAL, busy timeout) and PostgreSQL (psycopg 3).
 
-Writers serialise on the archive head: SQLite writes run in ``BEGIN IMMEDIATE`` (one
-writer per database file, other writers wait up to the busy timeout); PostgreSQL writes
-lock the head row with ``SELECT ... FOR UPDATE`` (see ``_chain.lock_head``).
+Writers serialise on the archive head: SQLite writes queue on a file lock beside the
+database, then run in ``BEGIN IMMEDIATE`` (one writer per database file; writers that skip
+the queue wait up to the busy timeout); PostgreSQL writes lock the head row with
+``SELECT ... FOR UPDATE`` (see ``_chain.lock_head``).
 Every database error leaves this module as ``Unavailable``, but a broken unique key, which
 is ``DuplicateKey`` (a ``Conflict``).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -18,6 +20,11 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
 
 from explainer.exceptions import Conflict, Unavailable, ValidationError
+
+try:
+    import fcntl
+except ImportError:  # Windows: SQLite's own busy handler alone serialises the writers
+    fcntl = None  # type: ignore[assignment]
 
 _WRITE = "crm_explain_archive_write"
 
@@ -93,7 +100,8 @@ def transaction(engine: Engine, *, write: bool) -> Iterator[Connection]:
     """One transaction; commits when the block ends. Reads see one snapshot
     (REPEATABLE READ on PostgreSQL; a read transaction in SQLite's WAL mode)."""
     try:
-        with engine.connect() as conn:
+        queue = _writers_queue(engine) if write else contextlib.nullcontext()
+        with queue, engine.connect() as conn:
             if write:
                 conn.execution_options(**{_WRITE: True})
             elif is_postgres(engine):
@@ -105,6 +113,27 @@ def transaction(engine: Engine, *, write: bool) -> Iterator[Connection]:
             raise DuplicateKey(f"the archive refused a duplicate key: {describe(exc)}") from exc
         action = "written" if write else "read"
         raise Unavailable(f"the archive cannot be {action}: {describe(exc)}") from exc
+
+
+@contextmanager
+def _writers_queue(engine: Engine) -> Iterator[None]:
+    """Writers of one SQLite archive (the threads and processes of this host) wait for each
+    other on an OS file lock, which the kernel hands to the next writer the moment it is free.
+    Left to SQLite, a writer that finds the database locked sleeps and retries (1 ms, 2 ms,
+    5 ms... up to the busy timeout), and under load those sleeps idle the waiting workers.
+    The lock goes with the process that holds it, even when that process is killed.
+    PostgreSQL queues its writers itself (``_chain.lock_head``)."""
+    path = engine.url.database
+    if is_postgres(engine) or fcntl is None or not path:
+        yield
+        return
+    try:
+        handle = open(f"{path}-writers.lock", "ab")  # noqa: SIM115 (closed below)
+    except OSError as exc:
+        raise Unavailable(f"the archive cannot be written: {exc.strerror} ({path})") from exc
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield  # closing the file releases the lock
 
 
 def _is_unique_violation(exc: DBAPIError) -> bool:

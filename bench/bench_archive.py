@@ -253,17 +253,17 @@ def report(
             f"{1 - pg / base:+.1%} | {failed} |"
         )
     print(
-        f"\n| output | in-process, 1 thread (expl/s) | x {cores} cores | SQLite (expl/s) "
-        "| SQLite / (in-process x cores) | PostgreSQL (expl/s) "
+        f"\n| output | in-process, 1 thread (expl/s) | x {cores} cores "
+        "| no archive / (in-process x cores) | SQLite (expl/s) | SQLite / (in-process x cores) "
         "| PostgreSQL / (in-process x cores) |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for output, (single, rates) in results.items():
-        lite, pg = rates["sqlite"][0], rates["postgresql"][0]
+        base, lite, pg = (rates[name][0] for name in ("none", "sqlite", "postgresql"))
         ceiling = single * cores
         print(
-            f"| {output} | {single:.1f} | {ceiling:.1f} | {lite:.1f} | {lite / ceiling:.2f} "
-            f"| {pg:.1f} | {pg / ceiling:.2f} |"
+            f"| {output} | {single:.1f} | {ceiling:.1f} | {base / ceiling:.2f} | {lite:.1f} "
+            f"| {lite / ceiling:.2f} | {pg / ceiling:.2f} |"
         )
 
 

@@ -94,6 +94,35 @@ def test_without_a_visible_gpu_the_cpu_computes_contributions(
         _model.cuda_available.cache_clear()
 
 
+class _GpuBooster:
+    """Stands in for XGBoost's booster on a GPU: records what it was asked, answers with the
+    CPU booster's values (no GPU is lent to these tests)."""
+
+    def __init__(self, cpu: xgboost.Booster) -> None:
+        self.cpu = cpu
+        self.rows: list[int] = []
+
+    def predict(self, matrix: xgboost.DMatrix, *, pred_contribs: bool) -> np.ndarray:
+        self.rows.append(matrix.num_row())
+        return np.asarray(self.cpu.predict(matrix, pred_contribs=pred_contribs))
+
+
+def test_with_a_visible_gpu_large_batches_use_it_and_small_ones_stay_on_the_cpu(
+    demo_service: ExplainerService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, encoded = churn_encoded(demo_service, _model.GPU_MIN_ROWS)
+    gpu = _GpuBooster(model.xgb_booster)
+    monkeypatch.setattr(_model, "cuda_available", lambda: True)
+    monkeypatch.setitem(model.__dict__, "_xgb_cuda_booster", gpu)
+
+    large = model.xgb_contributions(encoded, algorithm="fast")  # GPU wins over the fast tables
+    small = model.xgb_contributions(encoded[:3])
+
+    assert gpu.rows == [_model.GPU_MIN_ROWS]
+    cpu = model.xgb_booster.predict(xgboost.DMatrix(encoded), pred_contribs=True)
+    assert np.array_equal(large, cpu) and np.array_equal(small, cpu[:3])
+
+
 def test_exact_shapley_matches_the_permutation_definition() -> None:
     import itertools
 

@@ -287,9 +287,11 @@ class ExplainerService:
         batch = explainer.explain(model, frame, class_indices, output, seed=seed)
         meta = self._meta(model, method, output, seed, batch)
         # the rows' raw values in schema order, read once (reading a pandas row is slow)
-        values = frame.to_numpy(dtype=object)[
-            :, frame.columns.get_indexer(model.schema.feature_names)
-        ]
+        columns = frame.columns.get_indexer(model.schema.feature_names)
+        if (columns < 0).any():
+            missing = [n for n, c in zip(model.schema.feature_names, columns, strict=True) if c < 0]
+            raise KeyError(f"the frame lacks the features {missing}")
+        values = frame.to_numpy(dtype=object)[:, columns]
         return [
             self._explanation(
                 model,
@@ -1076,10 +1078,12 @@ _VERSIONS: dict[str, str] = {}
 
 
 def _library_versions() -> dict[str, str]:
-    if not _VERSIONS:
+    if not _VERSIONS:  # filled whole at once: a thread never sees it half-filled
+        found = {}
         for package in PROVENANCE:
             try:
-                _VERSIONS[package] = metadata.version(package)
+                found[package] = metadata.version(package)
             except metadata.PackageNotFoundError:
                 continue
+        _VERSIONS.update(found)
     return dict(_VERSIONS)

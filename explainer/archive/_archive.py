@@ -182,6 +182,14 @@ class Archive:
     def _commit_batch_checked(
         self, groups: builtins.list[Sequence[Prepared]]
     ) -> builtins.list[builtins.list[Record] | ExplainerError]:
+        try:
+            return self._commit_groups_checked(groups)
+        except DuplicateKey as exc:  # not an id: the chain itself is out of step (seq taken)
+            raise Unavailable(f"the archive cannot be written: {exc.message}") from exc
+
+    def _commit_groups_checked(
+        self, groups: builtins.list[Sequence[Prepared]]
+    ) -> builtins.list[builtins.list[Record] | ExplainerError]:
         outcomes: builtins.list[builtins.list[Record] | ExplainerError] = []
         accepted: builtins.list[Prepared] = []
         with self._write() as conn:

@@ -11,6 +11,9 @@ is ``DuplicateKey`` (a ``Conflict``).
 from __future__ import annotations
 
 import contextlib
+import os
+import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -59,6 +62,7 @@ def _sqlite_engine(url: URL, timeout: float) -> Engine:
             "url", "an in-memory SQLite archive cannot be shared by connections; give a file path"
         )
     engine = create_engine(url, connect_args={"timeout": timeout, "check_same_thread": False})
+    _QUEUES[engine] = (f"{os.path.abspath(str(url.database))}-writers.lock", timeout)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -115,25 +119,46 @@ def transaction(engine: Engine, *, write: bool) -> Iterator[Connection]:
         raise Unavailable(f"the archive cannot be {action}: {describe(exc)}") from exc
 
 
+#: Each SQLite engine's writers' queue: (lock file, how long a writer waits for its turn).
+_QUEUES: weakref.WeakKeyDictionary[Engine, tuple[str, float]] = weakref.WeakKeyDictionary()
+#: How often a writer waiting its turn looks again (SQLite's own handler sleeps 1, 2, 5... ms).
+_QUEUE_POLL_S = 0.0005
+
+
 @contextmanager
 def _writers_queue(engine: Engine) -> Iterator[None]:
-    """Writers of one SQLite archive (the threads and processes of this host) wait for each
-    other on an OS file lock, which the kernel hands to the next writer the moment it is free.
-    Left to SQLite, a writer that finds the database locked sleeps and retries (1 ms, 2 ms,
-    5 ms... up to the busy timeout), and under load those sleeps idle the waiting workers.
-    The lock goes with the process that holds it, even when that process is killed.
-    PostgreSQL queues its writers itself (``_chain.lock_head``)."""
-    path = engine.url.database
-    if is_postgres(engine) or fcntl is None or not path:
+    """Writers of one SQLite archive (the threads and processes of this host) take turns on
+    an OS file lock, looked at every half millisecond up to the busy timeout. Left to SQLite, a
+    writer that finds the database locked sleeps 1, 2, 5, 10... ms between retries, and under
+    load those sleeps idle the waiting workers. The lock goes with the process that holds it,
+    even when that process is killed. PostgreSQL queues its writers itself (``lock_head``)."""
+    queue = _QUEUES.get(engine)
+    if queue is None or fcntl is None:
         yield
         return
-    try:
-        handle = open(f"{path}-writers.lock", "ab")  # noqa: SIM115 (closed below)
+    path, timeout = queue
+    try:  # read-only is enough to lock, so a lock file another user created serves too
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
     except OSError as exc:
         raise Unavailable(f"the archive cannot be written: {exc.strerror} ({path})") from exc
-    with handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield  # closing the file releases the lock
+    try:
+        _take_turn(fd, time.monotonic() + timeout)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _take_turn(fd: int, deadline: float) -> None:
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise Unavailable(
+                    "the archive cannot be written: another writer held it past the busy timeout"
+                ) from None
+            time.sleep(_QUEUE_POLL_S)
 
 
 def _is_unique_violation(exc: DBAPIError) -> bool:
@@ -155,7 +180,6 @@ def _set_wal(cursor: Any, timeout: float) -> None:
     is locked" at once (not after the busy timeout) while another process does the same:
     retry until the timeout, as the busy handler would."""
     import sqlite3
-    import time
 
     deadline = time.monotonic() + timeout
     while True:

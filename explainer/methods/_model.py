@@ -564,7 +564,8 @@ def _object_rows(frame: pd.DataFrame) -> np.ndarray:
     """``frame.to_numpy(dtype=object)``, faster for the one row of a typical API request: with
     pandas holding strings in Arrow arrays, reading the row as a Series takes a third of the
     time (from two rows on, the frame's own conversion is faster)."""
-    if len(frame) != 1:
+    plain = all(isinstance(t, np.dtype | pd.StringDtype) for t in frame.dtypes)
+    if len(frame) != 1 or not plain:  # a row of nullable columns would turn NaN into pd.NA
         return np.asarray(frame.to_numpy(dtype=object))
     out = np.empty((1, frame.shape[1]), dtype=object)
     out[0, :] = frame.iloc[0].tolist()

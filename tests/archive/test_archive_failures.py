@@ -6,6 +6,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, text
@@ -172,3 +173,35 @@ def test_an_archive_opened_with_other_secrets_is_refused(
 def test_urls_the_archive_cannot_use_are_refused(url: str, secrets: Secrets) -> None:
     with pytest.raises(ValidationError):
         open_archive(url, secrets)
+
+
+def test_a_writer_that_cannot_get_its_turn_in_time_is_unavailable(
+    tmp_path: Path, secrets: Secrets
+) -> None:
+    """SQLite writers take turns on a lock file beside the database; one held past the busy
+    timeout (a stopped process, say) makes the others fail closed, not wait for ever."""
+    import fcntl
+    import time
+
+    path = tmp_path / "archive.db"
+    with open_archive(f"sqlite:///{path}", secrets, timeout=0.3) as archive:
+        with open(f"{path}-writers.lock", "rb") as holder:
+            fcntl.flock(holder, fcntl.LOCK_EX)
+            started = time.monotonic()
+            with pytest.raises(Unavailable, match="busy timeout"):
+                archive.append([explanation_entry()])
+            assert time.monotonic() - started < 5
+            assert archive.writable() is False
+        assert archive.append([explanation_entry()])[0]["seq"] == 1  # nothing was half-written
+        assert archive.verify().ok
+
+
+def test_a_chain_out_of_step_with_its_records_is_unavailable_not_a_conflict(
+    archive: Archive, db: Engine
+) -> None:
+    archive.append([explanation_entry("C-1"), explanation_entry("C-2")])
+    with db.begin() as conn:  # the head points back, as after restoring it from an old backup
+        conn.execute(text("UPDATE archive_head SET seq = seq - 1 WHERE id = 1"))
+
+    with pytest.raises(Unavailable, match="cannot be written"):
+        archive.append([explanation_entry("C-3")])

@@ -4,6 +4,7 @@ tables, interventional TreeSHAP by reference groups; and the GPU detection's CPU
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import xgboost
 
@@ -24,6 +25,22 @@ def test_the_numpy_encoder_reproduces_scikit_learn_bit_for_bit(
     assert np.array_equal(model.transform(frame.iloc[[7]]), expected[[7]])
     codes = model.codec.encode(frame)
     assert np.array_equal(model.fast_encoder.transform_codes(codes, model.schema), expected)
+
+
+def test_one_row_is_read_as_the_frame_would_convert_it() -> None:
+    """One row is read without pandas' own conversion (slow for Arrow strings), except where the
+    frame holds nullable columns: a missing float must stay NaN, not become pd.NA."""
+    frames = [
+        pd.DataFrame({"plan": ["gold"], "tenure": [3], "charges": [float("nan")]}),
+        pd.DataFrame({"tenure": pd.array([3], dtype="Int64"), "charges": [float("nan")]}),
+        pd.DataFrame({"flag": pd.array([True], dtype="boolean"), "charges": [1.5]}),
+    ]
+    for frame in frames:
+        expected = frame.to_numpy(dtype=object)
+        got = _model._object_rows(frame)
+        assert got.shape == expected.shape
+        for a, b in zip(got[0], expected[0], strict=True):
+            assert (pd.isna(a) and pd.isna(b) and (a is pd.NA) == (b is pd.NA)) or a == b
 
 
 def test_an_unknown_category_falls_back_to_scikit_learn(demo_service: ExplainerService) -> None:

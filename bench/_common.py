@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import platform
 import statistics
@@ -10,12 +9,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import joblib
 import numpy as np
 
 from explainer.service import ExplainerService
 from model_store import FileSystemStore, MemoryStore
-from model_store.demo import DemoModel, build_demo_models
+from model_store.demo import DemoModel, build_demo_models, seed_demo
 
 
 def demo_store(path: str | None = None) -> tuple[FileSystemStore, dict[str, DemoModel]]:
@@ -23,17 +21,7 @@ def demo_store(path: str | None = None) -> tuple[FileSystemStore, dict[str, Demo
     models = {m.name: m for m in build_demo_models()}
     store: FileSystemStore = FileSystemStore(path) if path else MemoryStore()
     if not store.names():
-        for model in models.values():
-            buffer = io.BytesIO()
-            joblib.dump(model.estimator, buffer)
-            record = store.register(
-                model.name,
-                buffer.getvalue(),
-                background=model.background,
-                schema=model.schema,
-                card=model.card,
-            )
-            store.promote(model.name, record.version)
+        seed_demo(store, models.values())
     return store, models
 
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 from pathlib import Path
 
-import joblib
 import pandas as pd
 import pytest
 from flask import Flask
@@ -17,7 +15,7 @@ from explainer.config import Settings
 from explainer.keys import KeyRing
 from explainer.service import ExplainerService
 from model_store import FileSystemStore, MemoryStore
-from model_store.demo import DemoModel, build_demo_models, demo_frame
+from model_store.demo import DemoModel, build_demo_models, demo_frame, seed_demo
 
 KEYS = {"crm-key": "crm", "analyst-key": "analyst", "auditor-key": "auditor", "admin-key": "admin"}
 DEMO_NAMES = ("churn", "case_priority", "lead_score")
@@ -33,17 +31,7 @@ def demo_models() -> dict[str, DemoModel]:
 
 
 def register_demo(store: FileSystemStore, demo_models: dict[str, DemoModel]) -> None:
-    for model in demo_models.values():
-        buffer = io.BytesIO()
-        joblib.dump(model.estimator, buffer)
-        record = store.register(
-            model.name,
-            buffer.getvalue(),
-            background=model.background,
-            schema=model.schema,
-            card=model.card,
-        )
-        store.promote(model.name, record.version)
+    seed_demo(store, demo_models.values())
 
 
 @pytest.fixture(scope="session")

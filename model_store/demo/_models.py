@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -222,10 +222,11 @@ def artifact_bytes(estimator: Any) -> bytes:
     return buffer.getvalue()
 
 
-def seed_demo(store: ModelStore) -> list[ModelRecord]:
-    """Register every demo model as a new version and promote it to production."""
+def seed_demo(store: ModelStore, models: Iterable[DemoModel] | None = None) -> list[ModelRecord]:
+    """Register every demo model (``models``, already built, or trained now) as a new version
+    and promote it to production."""
     records = []
-    for model in build_demo_models():
+    for model in build_demo_models() if models is None else models:
         record = store.register(
             model.name,
             artifact_bytes(model.estimator),

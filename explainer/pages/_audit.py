@@ -14,14 +14,16 @@ from werkzeug.datastructures import MultiDict
 
 from explainer.api._state import service
 from explainer.exceptions import NotFound, ValidationError
-from explainer.pages._auth import page_requires
+from explainer.pages._auth import current_user, page_requires
 from explainer.pages._blueprint import bp
 from explainer.pages._charts import driver_bars, percent
-from explainer.validation import parse_datetime
+from explainer.validation import ReviewDecisionRequest, parse, parse_datetime
 
 #: Records per page of the archive listing.
 PAGE_SIZE = 25
 KINDS = ("explanation", "case_opened", "review_decision", "erasure", "checkpoint")
+#: What an auditor may decide on a review case (``ReviewDecisionRequest``).
+DECISIONS = ("upheld", "overturned", "amended")
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,12 @@ def _audit_url(query: dict[str, str]) -> str:
 
 
 def _render(
-    *, status: int = 200, verify: dict[str, Any] | None = None, filter_values: Any = None
+    *,
+    status: int = 200,
+    verify: dict[str, Any] | None = None,
+    decided: dict[str, Any] | None = None,
+    decision_errors: list[str] | None = None,
+    filter_values: Any = None,
 ) -> tuple[str, int]:
     wanted = AuditFilter.from_values(filter_values if filter_values is not None else request.args)
     errors: list[str] = []
@@ -118,6 +125,9 @@ def _render(
         first_url=_audit_url(wanted.query()) if cursor else None,
         errors=errors,
         verify=verify,
+        decided=decided,
+        decision_errors=decision_errors or [],
+        decisions=DECISIONS,
         cases=service().oversight.reviews("open"),
         models=[r.name for r in service().models()],
         kinds=KINDS,
@@ -135,6 +145,22 @@ def audit() -> tuple[str, int]:
 @page_requires("auditor")
 def verify() -> tuple[str, int]:
     return _render(verify=service().oversight.verify(), filter_values=request.form)
+
+
+@bp.post("/audit/cases/<case_id>/decision")
+@page_requires("auditor")
+def decide(case_id: str) -> tuple[str, int]:
+    """An auditor closes a review case: upheld, overturned or amended, with a note."""
+    form = {"decision": request.form.get("decision", ""), "note": request.form.get("note", "")}
+    try:
+        body = parse(ReviewDecisionRequest, {**form, "note": form["note"].strip()})
+    except ValidationError as exc:
+        problems = [f"{e.field}: {e.message}" for e in exc.errors] or [exc.message]
+        return _render(status=422, decision_errors=problems, filter_values=request.form)
+    user = current_user()
+    assert user is not None  # page_requires signed the user in
+    case = service().oversight.decide(case_id, body.decision, body.note, user.key_id)
+    return _render(decided=case, filter_values=request.form)
 
 
 @bp.post("/audit/export")

@@ -136,6 +136,7 @@ def test_the_secret_key_is_made_once_in_the_home_with_mode_0600(
         "/ui/audit/export",
         "/ui/audit/verify",
         "/ui/explanations/x/contest",
+        "/ui/audit/cases/x/decision",
     ],
 )
 @pytest.mark.parametrize("token", [None, "forged"])
@@ -349,6 +350,33 @@ def test_contesting_opens_a_case_the_auditor_sees(
     assert case_id.group(1) in audit and "I never had a late payment" in audit
     cases = web.get("/v1/reviews?status=open", headers=auth("auditor")).get_json()["cases"]
     assert [c["case_id"] for c in cases] == [case_id.group(1)]
+
+
+def test_the_auditor_decides_a_case_on_the_audit_page_and_the_decision_is_archived(
+    web: FlaskClient, customer: dict[str, Any]
+) -> None:
+    sign_in(web, "crm")
+    _, contested = contest(web, customer)
+    case_id = re.search(r'id="case-id">(\w+)<', contested.text)
+    assert case_id
+    decide = f"/ui/audit/cases/{case_id.group(1)}/decision"
+    assert web.post(decide, data={"csrf_token": csrf(web), "decision": "upheld"}).status_code == 403
+
+    sign_in(web, "auditor")
+    assert f'action="{decide}"' in web.get("/ui/audit").text
+    unclear = web.post(decide, data={"csrf_token": csrf(web), "decision": "maybe"})
+    assert unclear.status_code == 422 and "decision" in unclear.text
+    note = "Late payment confirmed by the bank"
+    decided = web.post(decide, data={"csrf_token": csrf(web), "decision": "upheld", "note": note})
+
+    assert decided.status_code == 200 and "decided: upheld" in decided.text
+    assert web.get("/v1/reviews?status=open", headers=auth("auditor")).get_json()["cases"] == []
+    [case] = web.get("/v1/reviews", headers=auth("auditor")).get_json()["cases"]
+    assert (case["decision"], case["note"]) == ("upheld", note)
+    events = web.get("/v1/audit/explanations?kind=review_decision", headers=auth("auditor"))
+    assert len(events.get_json()["items"]) == 1
+    again = web.post(decide, data={"csrf_token": csrf(web), "decision": "overturned"})
+    assert again.status_code == 409
 
 
 def test_an_empty_reason_is_asked_for_again(web: FlaskClient, customer: dict[str, Any]) -> None:

@@ -13,6 +13,7 @@ import click
 
 from explainer.config import Settings
 from explainer.exceptions import ExplainerError
+from explainer.server import DEFAULT_THREADS
 from model_store.errors import StoreError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -62,7 +63,7 @@ def main() -> None:
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64))
 @click.option(
     "--threads",
-    default=4,
+    default=DEFAULT_THREADS,
     show_default=True,
     type=click.IntRange(1, 64),
     help="Threads per worker; requests in flight together share archive commits.",

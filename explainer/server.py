@@ -5,9 +5,9 @@ memory; each worker opens its own archive connection and writer thread after the
 since neither database connections nor threads survive one.
 
 Workers are threaded (``gthread``): while one request waits for the archive's commit
-(an ``fsync``), the worker's other threads compute their explanations, and the archive's
-writer commits all the records waiting at that moment in one transaction (group commit).
-With one thread per worker, every answer would wait for its own ``fsync``.
+(an ``fsync``), the worker's other threads go on computing their explanations, and records
+that reach the archive's writer together share one transaction (group commit). With one
+thread per worker, the worker would idle through every commit.
 """
 
 from __future__ import annotations

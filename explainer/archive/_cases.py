@@ -33,9 +33,13 @@ def open_case(
     ).one_or_none()
     if explained is None:
         raise NotFound(f"explanation {explanation_id} not found")
+    # One open case per explanation and opener: a customer may contest a decision the system
+    # has already sent to review (their reason reaches the reviewer), but not twice at once.
     open_id = conn.scalar(
         select(cases.c.case_id).where(
-            cases.c.explanation_id == explanation_id, cases.c.status == "open"
+            cases.c.explanation_id == explanation_id,
+            cases.c.status == "open",
+            cases.c.opened_by == opened_by,
         )
     )
     if open_id is not None:

@@ -91,9 +91,11 @@ cases = Table(
     Column("decided_by", Text),
     Column("decided_at", String(32)),
     Column("decided_seq", BigInteger),
+    # one open case per explanation and opener (migration 2; version 1 allowed one in all)
     Index(
-        "ux_archive_cases_one_open",
+        "ux_archive_cases_open_per_opener",
         "explanation_id",
+        "opened_by",
         unique=True,
         sqlite_where=text("status = 'open'"),
         postgresql_where=text("status = 'open'"),
@@ -125,8 +127,21 @@ def _m1_initial(conn: Connection) -> None:
     conn.execute(head.insert().values(id=1, seq=0, hash=GENESIS_HASH))
 
 
+def _m2_open_case_per_opener(conn: Connection) -> None:
+    """A customer may contest a decision the system already sent to review. An archive made
+    by this release's migration 1 has the new index already: both statements are then no-ops."""
+    conn.execute(text("DROP INDEX IF EXISTS ux_archive_cases_one_open"))
+    conn.execute(
+        text(
+            "CREATE UNIQUE INDEX IF NOT EXISTS ux_archive_cases_open_per_opener "
+            "ON archive_cases (explanation_id, opened_by) WHERE status = 'open'"
+        )
+    )
+
+
 MIGRATIONS: tuple[tuple[int, str, Callable[[Connection], None]], ...] = (
     (1, "initial schema", _m1_initial),
+    (2, "one open review case per explanation and opener", _m2_open_case_per_opener),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

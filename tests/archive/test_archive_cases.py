@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import Engine, text
 
-from explainer.archive import Archive
+from explainer.archive import Archive, Secrets, open_archive
 from explainer.exceptions import Conflict, NotFound, ValidationError
 
-from .conftest import explanation_entry
+from .conftest import Backend, explanation_entry
 
 
 @pytest.fixture
@@ -57,6 +58,20 @@ def test_only_one_case_per_explanation_is_open_at_a_time(
 
     archive.decide_case(first["case_id"], "upheld", "")
     assert archive.open_case(explanation_id, "again")["status"] == "open"
+
+
+def test_a_customer_may_contest_a_decision_the_system_sent_to_review(
+    archive: Archive, explanation_id: str
+) -> None:
+    flagged = archive.open_case(explanation_id, "score near the threshold", opened_by="system")
+
+    contested = archive.open_case(explanation_id, "my tenure is wrong", opened_by="customer")
+
+    assert contested["case_id"] != flagged["case_id"]
+    open_cases = {c["opened_by"]: c["reason"] for c in archive.list_cases("open")}
+    assert open_cases == {"system": "score near the threshold", "customer": "my tenure is wrong"}
+    with pytest.raises(Conflict, match=flagged["case_id"]):
+        archive.open_case(explanation_id, "still near", opened_by="system")
 
 
 def test_a_case_needs_an_archived_explanation(archive: Archive, explanation_id: str) -> None:
@@ -130,3 +145,25 @@ def test_cases_are_listed_oldest_first_and_by_status(archive: Archive) -> None:
         cases[2]["case_id"],
     ]
     assert [c["case_id"] for c in archive.list_cases("closed")] == [cases[1]["case_id"]]
+
+
+def test_an_archive_of_schema_1_is_migrated_to_let_customers_contest_flagged_decisions(
+    backend: Backend, secrets: Secrets, db: Engine, explanation_id: str, archive: Archive
+) -> None:
+    with db.begin() as conn:  # back to version 1: one open case per explanation
+        conn.execute(text("DROP INDEX ux_archive_cases_open_per_opener"))
+        conn.execute(
+            text(
+                "CREATE UNIQUE INDEX ux_archive_cases_one_open ON archive_cases (explanation_id) "
+                "WHERE status = 'open'"
+            )
+        )
+        conn.execute(text("DELETE FROM archive_migrations WHERE version = 2"))
+    archive.open_case(explanation_id, "score near the threshold", opened_by="system")
+
+    with open_archive(backend.url, secrets) as upgraded:
+        upgraded.open_case(explanation_id, "my tenure is wrong", opened_by="customer")
+        assert {c["opened_by"] for c in upgraded.list_cases("open")} == {"system", "customer"}
+        assert upgraded.verify().ok
+    with db.connect() as conn:
+        assert conn.scalar(text("SELECT max(version) FROM archive_migrations")) == 2

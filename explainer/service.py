@@ -283,15 +283,17 @@ class ExplainerService:
         explainer = get_explainer(self._explainers, method)
         proba = model.predict_proba(frame)
         class_indices = self._explained_classes(model, proba, class_name)
-        seed = request_seed(model.record, frame, method, output, class_indices)
+        # the rows as Python objects, read once (pandas converts them slowly): for the seed,
+        # then in schema order for the attributions
+        objects = frame.to_numpy(dtype=object)
+        seed = _seed_of_rows(model.record, objects, method, output, class_indices)
         batch = explainer.explain(model, frame, class_indices, output, seed=seed)
         meta = self._meta(model, method, output, seed, batch)
-        # the rows' raw values in schema order, read once (reading a pandas row is slow)
         columns = frame.columns.get_indexer(model.schema.feature_names)
         if (columns < 0).any():
             missing = [n for n, c in zip(model.schema.feature_names, columns, strict=True) if c < 0]
             raise KeyError(f"the frame lacks the features {missing}")
-        values = frame.to_numpy(dtype=object)[:, columns]
+        values = objects[:, columns]
         return [
             self._explanation(
                 model,
@@ -849,9 +851,15 @@ def request_seed(
     record: ModelRecord, frame: pd.DataFrame, method: str, output: str, classes: np.ndarray
 ) -> int:
     """The same request (model, rows, settings) always gets the same seed."""
+    return _seed_of_rows(record, frame.to_numpy(dtype=object), method, output, classes)
+
+
+def _seed_of_rows(
+    record: ModelRecord, rows: np.ndarray, method: str, output: str, classes: np.ndarray
+) -> int:
+    """``request_seed`` of the frame whose ``to_numpy(dtype=object)`` is ``rows``."""
     payload = json.dumps(
-        [record.sha256, method, output, classes.tolist(), frame.to_numpy(dtype=object).tolist()],
-        default=str,
+        [record.sha256, method, output, classes.tolist(), rows.tolist()], default=str
     )
     return int.from_bytes(hashlib.sha256(payload.encode()).digest()[:4], "big")
 

@@ -176,18 +176,13 @@ class Archive:
                 items = [p for group in groups for p in group]
                 stored = iter(append_prepared(conn, lock_head(conn), items, self._now()))
         except DuplicateKey:
-            return self._commit_batch_checked(groups)
+            try:
+                return self._commit_batch_checked(groups)
+            except DuplicateKey as exc:  # not an id: the chain is out of step (a seq is taken)
+                raise Unavailable(f"the archive cannot be written: {exc.message}") from exc
         return [[next(stored) for _ in group] for group in groups]
 
     def _commit_batch_checked(
-        self, groups: builtins.list[Sequence[Prepared]]
-    ) -> builtins.list[builtins.list[Record] | ExplainerError]:
-        try:
-            return self._commit_groups_checked(groups)
-        except DuplicateKey as exc:  # not an id: the chain itself is out of step (seq taken)
-            raise Unavailable(f"the archive cannot be written: {exc.message}") from exc
-
-    def _commit_groups_checked(
         self, groups: builtins.list[Sequence[Prepared]]
     ) -> builtins.list[builtins.list[Record] | ExplainerError]:
         outcomes: builtins.list[builtins.list[Record] | ExplainerError] = []

@@ -6,6 +6,7 @@ import base64
 import binascii
 import builtins
 import contextlib
+import functools
 import os
 import sqlite3
 import threading
@@ -26,6 +27,7 @@ from explainer.exceptions import (
 )
 
 from . import _cases, _retention
+from ._append import Appender
 from ._bundle import write_bundle
 from ._chain import (
     Prepared,
@@ -105,6 +107,7 @@ class Archive:
         self._clock = clock
         self._lock = threading.Lock()
         self._writer: GroupCommitWriter | None = None
+        self._appender: Appender | None = None
         self._closed = False
         _live.add(self)
 
@@ -160,21 +163,23 @@ class Archive:
             if self._closed:
                 raise Unavailable("the archive is closed")
             if self._writer is None:  # started lazily: in the process that appends
+                self._appender = Appender(self._engine)
                 self._writer = GroupCommitWriter(
-                    self._commit_batch, max_batch=MAX_BATCH, wait_timeout=3 * self._timeout + 5
+                    functools.partial(self._commit_batch, self._appender),
+                    max_batch=MAX_BATCH,
+                    wait_timeout=3 * self._timeout + 5,
                 )
             return self._writer
 
     def _commit_batch(
-        self, groups: builtins.list[Sequence[Prepared]]
+        self, appender: Appender, groups: builtins.list[Sequence[Prepared]]
     ) -> builtins.list[builtins.list[Record] | ExplainerError]:
         """Commit every group in one transaction. Ids are fresh by construction, so the
         records' primary key is the check; only when it fires is the batch committed again
         with each id looked up first, so that only the groups with a taken id fail."""
         try:
-            with self._write() as conn:
-                items = [p for group in groups for p in group]
-                stored = iter(append_prepared(conn, lock_head(conn), items, self._now()))
+            items = [p for group in groups for p in group]
+            stored = iter(appender.append(items, self._now()))
         except DuplicateKey:
             try:
                 return self._commit_batch_checked(groups)
@@ -363,6 +368,8 @@ class Archive:
             writer = self._writer
         if writer is not None:
             writer.close()
+        if self._appender is not None:
+            self._appender.close()
         self._engine.dispose()
 
     def __enter__(self) -> Archive:
@@ -375,6 +382,9 @@ class Archive:
         """In a forked child: the parent's writer thread and connections are not ours."""
         self._lock = threading.Lock()
         self._writer = None
+        if self._appender is not None:
+            self._appender.abandon()
+            self._appender = None
         self._engine.dispose(close=False)
 
     # --- helpers ------------------------------------------------------------------------

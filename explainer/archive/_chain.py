@@ -155,7 +155,23 @@ def append_prepared(
     """Chain ``items`` after ``head_state`` (locked by the caller), insert them, move the head."""
     if not items:
         return []
-    keys = _ensure_keys(conn, {p.key_subject for p in items if p.payload is not None}, now)
+    keys = _ensure_keys(conn, payload_subjects(items), now)
+    rows, stored = seal(items, head_state, keys, now)
+    conn.execute(_INSERT_RECORDS, rows)
+    conn.execute(_MOVE_HEAD, new_head(stored))
+    return stored
+
+
+def payload_subjects(items: Iterable[Prepared]) -> set[str]:
+    """The data-key subjects whose keys sealing ``items`` needs."""
+    return {p.key_subject for p in items if p.payload is not None}
+
+
+def seal(
+    items: Sequence[Prepared], head_state: tuple[int, str], keys: Mapping[str, bytes], now: str
+) -> tuple[list[dict[str, Any]], list[Record]]:
+    """Chain ``items`` after ``head_state``: the rows to insert and their public records.
+    ``keys`` holds the data key of every subject in ``payload_subjects(items)``."""
     seq, prev = head_state
     rows: list[dict[str, Any]] = []
     stored: list[Record] = []
@@ -168,9 +184,20 @@ def append_prepared(
         rows.append(_row(public, sealed))
         stored.append(public)
         prev = public["hash"]
-    conn.execute(_INSERT_RECORDS, rows)
-    conn.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": prev})
-    return stored
+    return rows, stored
+
+
+def new_head(stored: Sequence[Record]) -> dict[str, Any]:
+    """The parameters of ``_MOVE_HEAD`` after ``stored`` (non-empty) was appended."""
+    return {"new_seq": stored[-1]["seq"], "new_hash": stored[-1]["hash"]}
+
+
+def new_keys(subjects: set[str], existing: Mapping[str, bytes], now: str) -> list[dict[str, Any]]:
+    """Rows of fresh data keys for the ``subjects`` that have none in ``existing``."""
+    return [
+        {"subject": s, "key": _crypto.new_data_key(), "created_at": now}
+        for s in sorted(subjects - existing.keys())
+    ]
 
 
 def _public(item: Prepared, seq: int, now: str, prev: str) -> Record:
@@ -214,12 +241,10 @@ def _row(public: Record, sealed: bytes | None) -> dict[str, Any]:
 
 def _ensure_keys(conn: Connection, subjects: set[str], now: str) -> dict[str, bytes]:
     keys = load_keys(conn, subjects)
-    fresh = {subject: _crypto.new_data_key() for subject in subjects - keys.keys()}
+    fresh = new_keys(subjects, keys, now)
     if fresh:
-        conn.execute(
-            _INSERT_KEYS, [{"subject": s, "key": k, "created_at": now} for s, k in fresh.items()]
-        )
-    return keys | fresh
+        conn.execute(_INSERT_KEYS, fresh)
+    return keys | {row["subject"]: row["key"] for row in fresh}
 
 
 def delete_orphan_keys(conn: Connection) -> None:

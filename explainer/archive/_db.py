@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 import time
 import weakref
 from collections.abc import Iterator
@@ -30,6 +31,8 @@ except ImportError:  # Windows: SQLite's own busy handler alone serialises the w
     fcntl = None  # type: ignore[assignment]
 
 _WRITE = "crm_explain_archive_write"
+#: PostgreSQL's ``application_name`` of the archive's connections, unless the URL sets one.
+APPLICATION_NAME = "crm-explain-archive"
 
 
 class DuplicateKey(Conflict):
@@ -88,6 +91,8 @@ def _postgres_engine(url: URL, timeout: float) -> Engine:
     connect_args: dict[str, Any] = {}
     if "connect_timeout" not in url.query:
         connect_args["connect_timeout"] = max(1, round(timeout))
+    if "application_name" not in url.query:  # how pg_stat_activity names our connections
+        connect_args["application_name"] = APPLICATION_NAME
     engine = create_engine(url, connect_args=connect_args, pool_pre_ping=True)
 
     @event.listens_for(engine, "connect")
@@ -104,7 +109,7 @@ def transaction(engine: Engine, *, write: bool) -> Iterator[Connection]:
     """One transaction; commits when the block ends. Reads see one snapshot
     (REPEATABLE READ on PostgreSQL; a read transaction in SQLite's WAL mode)."""
     try:
-        queue = _writers_queue(engine) if write else contextlib.nullcontext()
+        queue = writers_queue(engine) if write else contextlib.nullcontext()
         with queue, engine.connect() as conn:
             if write:
                 conn.execution_options(**{_WRITE: True})
@@ -126,7 +131,7 @@ _QUEUE_POLL_S = 0.0005
 
 
 @contextmanager
-def _writers_queue(engine: Engine) -> Iterator[None]:
+def writers_queue(engine: Engine) -> Iterator[None]:
     """Writers of one SQLite archive (the threads and processes of this host) take turns on
     an OS file lock, looked at every half millisecond up to the busy timeout. Left to SQLite, a
     writer that finds the database locked sleeps 1, 2, 5, 10... ms between retries, and under
@@ -162,16 +167,23 @@ def _take_turn(fd: int, deadline: float) -> None:
 
 
 def _is_unique_violation(exc: DBAPIError) -> bool:
-    """A broken UNIQUE or PRIMARY KEY (not any other constraint, nor a trigger's ABORT)."""
-    if not isinstance(exc, IntegrityError):
-        return False
-    if getattr(exc.orig, "sqlstate", None) == "23505":  # PostgreSQL's unique_violation
+    return isinstance(exc, IntegrityError) and is_unique_violation(exc.orig)
+
+
+def is_unique_violation(driver_error: BaseException | None) -> bool:
+    """A driver's error for a broken UNIQUE or PRIMARY KEY (not any other constraint, nor a
+    trigger's ABORT)."""
+    if getattr(driver_error, "sqlstate", None) == "23505":  # PostgreSQL's unique_violation
         return True
-    return "UNIQUE constraint failed" in str(exc.orig)  # SQLite's message for both
+    return isinstance(driver_error, sqlite3.IntegrityError) and (
+        "UNIQUE constraint failed" in str(driver_error)  # SQLite's message for both
+    )
 
 
-def describe(exc: DBAPIError) -> str:
-    text = str(exc.orig if exc.orig is not None else exc).strip()
+def describe(exc: BaseException) -> str:
+    """The first line of a database error (the driver's own, when SQLAlchemy wrapped it)."""
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
 

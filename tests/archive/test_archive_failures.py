@@ -12,9 +12,10 @@ import pytest
 from sqlalchemy import Engine, text
 
 from explainer.archive import Archive, Secrets, open_archive
+from explainer.archive._db import APPLICATION_NAME
 from explainer.exceptions import IntegrityError, Unavailable, ValidationError
 
-from .conftest import POSTGRES_URL, Backend, explanation_entry
+from .conftest import POSTGRES_URL, Backend, explanation_entry, fresh_backend
 
 
 @contextmanager
@@ -205,3 +206,32 @@ def test_a_chain_out_of_step_with_its_records_is_unavailable_not_a_conflict(
 
     with pytest.raises(Unavailable, match="cannot be written"):
         archive.append([explanation_entry("C-3")])
+
+
+@pytest.mark.postgres
+def test_the_writer_reconnects_when_the_server_dropped_its_connection(
+    secrets: Secrets, tmp_path: Path
+) -> None:
+    with fresh_backend("postgresql", tmp_path) as backend:
+        db = backend.engine()
+        with open_archive(backend.url, secrets) as archive:
+            archive.append([explanation_entry("C-1")])
+            assert drop_archive_connections(db) >= 1  # as a server restart would
+
+            [stored] = archive.append([explanation_entry("C-2")])
+
+            assert stored["seq"] == 2
+            assert archive.verify().ok
+        db.dispose()
+
+
+def drop_archive_connections(db: Engine) -> int:
+    with db.begin() as conn:
+        dropped = conn.scalar(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE application_name = :name AND pid <> pg_backend_pid()"
+            ),
+            {"name": APPLICATION_NAME},
+        )
+    return int(dropped)

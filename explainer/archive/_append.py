@@ -1,0 +1,172 @@
+"""The group-commit writer's transaction, in the driver's own SQL on a connection it keeps.
+
+Every explanation served is one transaction of five statements: lock the head, load the
+subject's data key, insert a new key, insert the records, move the head. Through SQLAlchemy
+Core, building and dispatching them cost the writer more CPU than the database spent running
+them, so the writer runs them as plain driver SQL. Every other archive write goes through
+SQLAlchemy (``_chain.append_prepared``); both chain the records with ``_chain.seal``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.engine.interfaces import DBAPIModule
+from sqlalchemy.pool import PoolProxiedConnection
+
+from explainer.exceptions import Unavailable
+
+from ._chain import Prepared, new_head, new_keys, payload_subjects, seal
+from ._db import DuplicateKey, describe, is_postgres, is_unique_violation, writers_queue
+from ._schema import head, records, subject_keys
+from ._types import Record
+
+#: Connections a forked child found open: the parent's sockets and files. The child must
+#: neither close them nor hand them back to a pool, so it only keeps them from being collected.
+_INHERITED: list[object] = []
+
+
+@dataclass(frozen=True)
+class _Statements:
+    begin: str | None  # SQLite begins explicitly; psycopg begins with the first statement
+    lock_head: str
+    insert_keys: str
+    insert_records: str
+    move_head: str
+    placeholder: str
+
+    @classmethod
+    def for_engine(cls, engine: Engine) -> _Statements:
+        postgres = is_postgres(engine)
+
+        def named(name: str) -> str:
+            return f"%({name})s" if postgres else f":{name}"
+
+        def insert(table_name: str, columns: Sequence[str]) -> str:
+            values = ", ".join(named(c) for c in columns)
+            return f"INSERT INTO {table_name} ({', '.join(columns)}) VALUES ({values})"
+
+        return cls(
+            begin=None if postgres else "BEGIN IMMEDIATE",
+            lock_head=f"SELECT seq, hash FROM {head.name} WHERE id = 1"
+            + (" FOR UPDATE" if postgres else ""),
+            insert_keys=insert(subject_keys.name, subject_keys.c.keys()),
+            insert_records=insert(records.name, records.c.keys()),
+            move_head=f"UPDATE {head.name} SET seq = {named('new_seq')}, "
+            f"hash = {named('new_hash')} WHERE id = 1",
+            placeholder="%s" if postgres else "?",
+        )
+
+    def load_keys(self, count: int) -> str:
+        marks = ", ".join([self.placeholder] * count)
+        return f"SELECT subject, key FROM {subject_keys.name} WHERE subject IN ({marks})"
+
+
+class Appender:
+    """Appends prepared records, one transaction per call. One thread at a time uses it
+    (the group-commit writer); it keeps one pooled connection between calls."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._sql = _Statements.for_engine(engine)
+        self._driver_error: type[DBAPIModule.Error] = engine.dialect.loaded_dbapi.Error
+        self._conn: PoolProxiedConnection | None = None
+
+    def append(self, items: Sequence[Prepared], now: str) -> list[Record]:
+        """Chain ``items`` after the head and commit them; their stored public records.
+        DuplicateKey when an id or seq is taken, Unavailable when the archive cannot be
+        written; either way nothing was written."""
+        with writers_queue(self._engine):
+            try:
+                return self._transaction(items, now)
+            except self._driver_error as exc:
+                self._discard()
+                reason = describe(exc)
+                if is_unique_violation(exc):
+                    raise DuplicateKey(f"the archive refused a duplicate key: {reason}") from exc
+                raise Unavailable(f"the archive cannot be written: {reason}") from exc
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def abandon(self) -> None:
+        """In a forked child: forget the parent's connection without touching it."""
+        if self._conn is not None:
+            _INHERITED.append(self._conn)
+            self._conn = None
+
+    def _transaction(self, items: Sequence[Prepared], now: str) -> list[Record]:
+        cursor, head_state = self._begin()
+        try:
+            subjects = payload_subjects(items)
+            keys = self._load_keys(cursor, subjects)
+            fresh = new_keys(subjects, keys, now)
+            if fresh:
+                cursor.executemany(self._sql.insert_keys, fresh)
+                keys |= {row["subject"]: row["key"] for row in fresh}
+            rows, stored = seal(items, head_state, keys, now)
+            cursor.executemany(self._sql.insert_records, rows)
+            cursor.execute(self._sql.move_head, new_head(stored))
+            self._driver().commit()
+        except BaseException:
+            self._rollback()
+            raise
+        finally:
+            cursor.close()
+        return stored
+
+    def _begin(self) -> tuple[Any, tuple[int, str]]:
+        """A cursor in a transaction holding the head, and the head. A kept connection the
+        server has dropped since (a restart) is replaced once: nothing was written on it."""
+        kept = self._conn is not None
+        driver = self._driver()
+        try:
+            return self._lock_head(driver)
+        except self._driver_error as exc:
+            if not kept or not self._engine.dialect.is_disconnect(exc, driver, None):
+                raise
+        self._discard()
+        return self._lock_head(self._driver())
+
+    def _lock_head(self, driver: Any) -> tuple[Any, tuple[int, str]]:
+        cursor = driver.cursor()
+        try:
+            if self._sql.begin is not None:
+                cursor.execute(self._sql.begin)
+            cursor.execute(self._sql.lock_head)
+            seq, hash_ = cursor.fetchone()
+        except BaseException:
+            cursor.close()
+            self._rollback()
+            raise
+        return cursor, (int(seq), str(hash_))
+
+    def _load_keys(self, cursor: Any, subjects: set[str]) -> dict[str, bytes]:
+        if not subjects:
+            return {}
+        cursor.execute(self._sql.load_keys(len(subjects)), sorted(subjects))
+        return {str(subject): bytes(key) for subject, key in cursor.fetchall()}
+
+    def _driver(self) -> Any:
+        if self._conn is None:
+            self._conn = self._engine.raw_connection()
+        return self._conn.driver_connection
+
+    def _rollback(self) -> None:
+        if self._conn is None:
+            return
+        try:
+            self._conn.driver_connection.rollback()  # type: ignore[union-attr]
+        except self._driver_error:
+            self._discard()
+
+    def _discard(self) -> None:
+        """Drop the connection after an error: the next transaction starts on a fresh one."""
+        if self._conn is not None:
+            self._conn.invalidate()
+            self._conn = None

@@ -1,12 +1,12 @@
 """``crm-explain serve``: the API under gunicorn.
 
 The app and the models load once in the master (``preload_app``) so workers share their
-memory; each worker opens its own archive connection and writer thread after the fork,
-since neither database connections nor threads survive one.
+memory; each worker opens its own archive connections after the fork, since database
+connections do not survive one.
 
 Workers are threaded (``gthread``): while one request waits for the archive's commit
 (an ``fsync``), the worker's other threads go on computing their explanations, and records
-that reach the archive's writer together share one transaction (group commit). With one
+that reach the archive together share one transaction (group commit). With one
 thread per worker, the worker would idle through every commit.
 """
 

@@ -96,8 +96,9 @@ class Archive:
     """The tamper-evident archive of explanations and oversight events.
 
     Build it with ``open_archive``. Every method is thread-safe. Appends from many threads
-    are group-committed by one writer thread; other writes (erasure, cases, prune) run in
-    the calling thread; all of them serialise on the chain head, across processes too.
+    are group-committed (``_writer``: one caller commits the batch of those waiting); other
+    writes (erasure, cases, prune) run in the calling thread; all of them serialise on the
+    chain head, across processes too.
     """
 
     def __init__(self, engine: Engine, secrets: Secrets, *, timeout: float, clock: Clock) -> None:
@@ -162,7 +163,7 @@ class Archive:
         with self._lock:
             if self._closed:
                 raise Unavailable("the archive is closed")
-            if self._writer is None:  # started lazily: in the process that appends
+            if self._writer is None:  # made lazily: in the process that appends
                 self._appender = Appender(self._engine)
                 self._writer = GroupCommitWriter(
                     functools.partial(self._commit_batch, self._appender),
@@ -379,7 +380,7 @@ class Archive:
         self.close()
 
     def _reset_after_fork(self) -> None:
-        """In a forked child: the parent's writer thread and connections are not ours."""
+        """In a forked child: the parent's writer state and connections are not ours."""
         self._lock = threading.Lock()
         self._writer = None
         if self._appender is not None:

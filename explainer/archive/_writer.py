@@ -1,13 +1,16 @@
-"""Group commit: one writer thread turns the appends waiting at a moment into one transaction.
+"""Group commit, leader and followers: the appends waiting at a moment share one transaction.
 
-A caller enqueues its records and blocks; the writer takes everything queued (up to
-``max_batch`` records), commits it in one transaction and wakes each caller with its
-stored records or its error. While one batch commits, the next one gathers.
+A caller queues its records. When no commit is under way it becomes the leader: it takes
+everything queued (up to ``max_batch`` records), commits it in one transaction in its own
+thread, and wakes each follower with its stored records or its error. Callers that queue
+meanwhile wait as followers; when the leader is done, the first of them leads the next batch.
+Alone, a caller commits without handing its records to another thread; under load, the
+callers of a batch share one transaction.
 """
 
 from __future__ import annotations
 
-import queue
+import collections
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,10 +24,12 @@ from ._types import Record
 CommitBatch = Callable[[list[Sequence[Prepared]]], list[list[Record] | ExplainerError]]
 
 
-@dataclass
+@dataclass(eq=False)
 class _Pending:
     items: Sequence[Prepared]
-    done: threading.Event = field(default_factory=threading.Event)
+    wake: threading.Event = field(default_factory=threading.Event)
+    leads: bool = False  # set (under the lock) when this caller is to lead the next batch
+    done: bool = False
     result: list[Record] | None = None
     error: BaseException | None = None
 
@@ -34,15 +39,13 @@ class GroupCommitWriter:
         self._commit = commit
         self._max_batch = max_batch
         self._wait_timeout = wait_timeout
-        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
+        self._leader_done = threading.Condition(self._lock)
+        self._queue: collections.deque[_Pending] = collections.deque()
+        self._leading = False  # invariant: the queue is empty unless a caller leads
         self._closed = False
         self.appended = 0
         self.commits = 0
-        self._thread = threading.Thread(
-            target=self._run, name="crm-explain-archive-writer", daemon=True
-        )
-        self._thread.start()
 
     def submit(self, items: Sequence[Prepared]) -> list[Record]:
         """Block until ``items`` are committed; their stored public records."""
@@ -50,55 +53,66 @@ class GroupCommitWriter:
         with self._lock:
             if self._closed:
                 raise Unavailable("the archive is closed")
-            self._queue.put(pending)
-        if not pending.done.wait(self._wait_timeout):
-            raise Unavailable(
-                f"the archive did not confirm the write within {self._wait_timeout:g} s"
-            )
+            self._queue.append(pending)
+            if not self._leading:
+                self._leading = pending.leads = True
+        if not pending.leads:
+            self._follow(pending)
+        if pending.leads:
+            self._lead()
         if pending.error is not None:
             raise pending.error
-        assert pending.result is not None
+        if pending.result is None:  # its leader was interrupted mid-commit
+            raise Unavailable("the archive writer stopped before this write was confirmed")
         return pending.result
 
     def close(self) -> None:
-        """Commit what is queued, then stop the thread."""
+        """Refuse new appends; return once what is queued is committed."""
         with self._lock:
-            if self._closed:
-                return
             self._closed = True
-            self._queue.put(None)
-        self._thread.join()
+            while self._leading:
+                self._leader_done.wait()
 
-    def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
+    def _follow(self, pending: _Pending) -> None:
+        """Wait to be committed by a leader, or to be made the leader."""
+        if pending.wake.wait(self._wait_timeout):
+            return
+        with self._lock:
+            if pending.leads or pending.done:
                 return
-            batch, stop = self._gather(first)
+            if pending in self._queue:  # no leader took it: it will never be written
+                self._queue.remove(pending)
+        raise Unavailable(f"the archive did not confirm the write within {self._wait_timeout:g} s")
+
+    def _lead(self) -> None:
+        """Commit the batch at the head of the queue (the leader's own records are first),
+        then hand the lead to the next caller queued, if any."""
+        with self._lock:
+            batch = [self._queue.popleft()]
+            size = len(batch[0].items)
+            while self._queue and size + len(self._queue[0].items) <= self._max_batch:
+                size += len(self._queue[0].items)
+                batch.append(self._queue.popleft())
+        try:
             self._commit_batch(batch)
-            if stop:
-                return
-
-    def _gather(self, first: _Pending) -> tuple[list[_Pending], bool]:
-        batch, size = [first], len(first.items)
-        while size < self._max_batch:
-            try:
-                more = self._queue.get_nowait()
-            except queue.Empty:
-                return batch, False
-            if more is None:
-                return batch, True
-            batch.append(more)
-            size += len(more.items)
-        return batch, False
+        finally:
+            with self._lock:
+                if self._queue:
+                    successor = self._queue[0]
+                    successor.leads = True
+                    successor.wake.set()
+                else:
+                    self._leading = False
+                    self._leader_done.notify_all()
+            for pending in batch[1:]:
+                pending.wake.set()
 
     def _commit_batch(self, batch: list[_Pending]) -> None:
         try:
             outcomes = self._commit([pending.items for pending in batch])
         except Exception as exc:  # every caller in the batch gets its own error, chained
             for pending in batch:
-                pending.error = _batch_error(exc)
-                pending.done.set()
+                pending.error, pending.done = _batch_error(exc), True
             return
         self.commits += 1
         for pending, outcome in zip(batch, outcomes, strict=True):
@@ -107,7 +121,7 @@ class GroupCommitWriter:
             else:
                 pending.result = outcome
                 self.appended += len(outcome)
-            pending.done.set()
+            pending.done = True
 
 
 def _batch_error(exc: Exception) -> BaseException:

@@ -121,9 +121,9 @@ def _append_in_child(archive: Archive, prefix: str, count: int) -> None:
 
 
 def test_forked_worker_processes_append_to_one_chain(archive: Archive) -> None:
-    """Like gunicorn workers forked after the master opened the archive (the writer thread
-    and pooled connections do not survive a fork; the archive starts fresh ones)."""
-    archive.append([explanation_entry("parent")])  # the parent's writer thread now runs
+    """Like gunicorn workers forked after the master opened the archive (the writer's
+    connection and pooled connections do not survive a fork; the archive starts fresh ones)."""
+    archive.append([explanation_entry("parent")])  # the parent's writer now keeps a connection
     context = multiprocessing.get_context("fork")
     children = [
         context.Process(target=_append_in_child, args=(archive, f"W{i}", 10)) for i in range(3)

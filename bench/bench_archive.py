@@ -25,6 +25,7 @@ import textwrap
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -39,6 +40,7 @@ POSTGRES = os.environ.get(
     "CRM_EXPLAIN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 KEY = "bench-crm-key"
+SERVERS = ("none", "sqlite", "postgresql")
 SERVER = textwrap.dedent(
     """
     import sys
@@ -95,24 +97,80 @@ def start_server(
     return server, port
 
 
+@dataclass
+class Measured:
+    done: int = 0
+    errors: int = 0
+    server_cpu: float = 0.0  # seconds of CPU, the server's master and workers
+    database_cpu: float = 0.0  # seconds of CPU, every PostgreSQL process of this machine
+
+    def per_explanation_ms(self, seconds: float) -> float:
+        return 1e3 * seconds / max(self.done, 1)
+
+
 def measure_side_by_side(
-    ports: dict[str, int], bodies: list[bytes], args: argparse.Namespace
-) -> dict[str, tuple[float, int]]:
-    """Explanations/s and errors per server: ``args.rounds`` rounds, each giving every server
-    its share of ``args.seconds`` in turn (the order rotating), so drifts in the machine's
-    load fall on all of them alike."""
-    done = dict.fromkeys(ports, 0)
-    errors = dict.fromkeys(ports, 0)
-    for port in ports.values():
+    servers: dict[str, tuple[subprocess.Popen[bytes], int]],
+    bodies: list[bytes],
+    args: argparse.Namespace,
+) -> dict[str, Measured]:
+    """Explanations, errors and CPU per server: ``args.rounds`` rounds, each giving every
+    server its share of ``args.seconds`` in turn (the order rotating), so drifts in the
+    machine's load fall on all of them alike."""
+    measured = {name: Measured() for name in servers}
+    for _, port in servers.values():
         hammer(port, bodies, args.clients, 2.0)  # warm-up
-    names = list(ports)
+    names = list(servers)
     share = args.seconds / args.rounds
     for r in range(args.rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
-            count, failed = hammer(ports[name], bodies, args.clients, share)
-            done[name] += count
-            errors[name] += failed
-    return {name: (done[name] / args.seconds, errors[name]) for name in names}
+            server, port = servers[name]
+            cpu_before, db_before = process_tree_cpu(server.pid), postgres_cpu()
+            count, failed = hammer(port, bodies, args.clients, share)
+            m = measured[name]
+            m.server_cpu += process_tree_cpu(server.pid) - cpu_before
+            m.database_cpu += postgres_cpu() - db_before
+            m.done += count
+            m.errors += failed
+    return measured
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of one process, from /proc (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def process_tree_cpu(pid: int) -> float:
+    """CPU seconds of a gunicorn master and its workers."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as children:
+            workers = [int(child) for child in children.read().split()]
+    except OSError:
+        workers = []
+    return sum(_cpu_seconds(p) for p in [pid, *workers])
+
+
+def postgres_cpu() -> float:
+    """CPU seconds of every ``postgres`` process here (the database shares the machine)."""
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/comm") as comm:
+                if comm.read().strip() != "postgres":
+                    continue
+        except OSError:
+            continue
+        total += _cpu_seconds(int(entry))
+    return total
 
 
 def wait_ready(base: str) -> None:
@@ -212,9 +270,7 @@ def main() -> None:
                     for i, p in enumerate(payloads)
                 ]
                 before = in_process_rate(home, payloads, output)
-                rates = measure_side_by_side(
-                    {name: port for name, (_, port) in servers.items()}, bodies, args
-                )
+                rates = measure_side_by_side(servers, bodies, args)
                 after = in_process_rate(home, payloads, output)
                 results[output] = ((before + after) / 2, rates)
         finally:
@@ -226,7 +282,7 @@ def main() -> None:
 
 
 def report(
-    results: dict[str, tuple[float, dict[str, tuple[float, int]]]],
+    results: dict[str, tuple[float, dict[str, Measured]]],
     args: argparse.Namespace,
     cores: int,
 ) -> None:
@@ -245,9 +301,9 @@ def report(
         "| PostgreSQL (expl/s) | PostgreSQL cost | errors |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|")
-    for output, (_, rates) in results.items():
-        base, lite, pg = (rates[name][0] for name in ("none", "sqlite", "postgresql"))
-        failed = sum(e for _, e in rates.values())
+    for output, (_, measured) in results.items():
+        base, lite, pg = (measured[name].done / args.seconds for name in SERVERS)
+        failed = sum(m.errors for m in measured.values())
         print(
             f"| {output} | {base:.1f} | {lite:.1f} | {1 - lite / base:+.1%} | {pg:.1f} | "
             f"{1 - pg / base:+.1%} | {failed} |"
@@ -258,12 +314,25 @@ def report(
         "| PostgreSQL / (in-process x cores) |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|")
-    for output, (single, rates) in results.items():
-        base, lite, pg = (rates[name][0] for name in ("none", "sqlite", "postgresql"))
+    for output, (single, measured) in results.items():
+        base, lite, pg = (measured[name].done / args.seconds for name in SERVERS)
         ceiling = single * cores
         print(
             f"| {output} | {single:.1f} | {ceiling:.1f} | {base / ceiling:.2f} | {lite:.1f} "
             f"| {lite / ceiling:.2f} | {pg / ceiling:.2f} |"
+        )
+    print(
+        "\nCPU per explanation (ms): the server's master and workers; PostgreSQL's processes\n"
+        "\n| output | no archive | SQLite | PostgreSQL: server | PostgreSQL: database |"
+    )
+    print("|---|---:|---:|---:|---:|")
+    for output, (_, measured) in results.items():
+        base, lite, pg = (measured[name] for name in SERVERS)
+        print(
+            f"| {output} | {base.per_explanation_ms(base.server_cpu):.2f} "
+            f"| {lite.per_explanation_ms(lite.server_cpu):.2f} "
+            f"| {pg.per_explanation_ms(pg.server_cpu):.2f} "
+            f"| {pg.per_explanation_ms(pg.database_cpu):.2f} |"
         )
 
 

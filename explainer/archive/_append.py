@@ -1,7 +1,7 @@
 """The group-commit writer's transaction, in the driver's own SQL on a connection it keeps.
 
-Every explanation served is one transaction of five statements: lock the head, load the
-subject's data key, insert a new key, insert the records, move the head. Through SQLAlchemy
+Every batch of explanations is one transaction: lock the head, load the subjects' data
+keys, insert the keys of new subjects, insert the records, move the head. Through SQLAlchemy
 Core, building and dispatching them cost the writer more CPU than the database spent running
 them, so the writer runs them as plain driver SQL. Every other archive write goes through
 SQLAlchemy (``_chain.append_prepared``); both chain the records with ``_chain.seal``.
@@ -103,21 +103,22 @@ class Appender:
     def _transaction(self, items: Sequence[Prepared], now: str) -> list[Record]:
         cursor, head_state = self._begin()
         try:
-            subjects = payload_subjects(items)
-            keys = self._load_keys(cursor, subjects)
-            fresh = new_keys(subjects, keys, now)
-            if fresh:
-                cursor.executemany(self._sql.insert_keys, fresh)
-                keys |= {row["subject"]: row["key"] for row in fresh}
-            rows, stored = seal(items, head_state, keys, now)
-            cursor.executemany(self._sql.insert_records, rows)
-            cursor.execute(self._sql.move_head, new_head(stored))
+            try:
+                subjects = payload_subjects(items)
+                keys = self._load_keys(cursor, subjects)
+                fresh = new_keys(subjects, keys, now)
+                if fresh:
+                    cursor.executemany(self._sql.insert_keys, fresh)
+                    keys |= {row["subject"]: row["key"] for row in fresh}
+                rows, stored = seal(items, head_state, keys, now)
+                cursor.executemany(self._sql.insert_records, rows)
+                cursor.execute(self._sql.move_head, new_head(stored))
+            finally:
+                cursor.close()  # before a rollback that may close the connection
             self._driver().commit()
         except BaseException:
             self._rollback()
             raise
-        finally:
-            cursor.close()
         return stored
 
     def _begin(self) -> tuple[Any, tuple[int, str]]:

@@ -72,9 +72,10 @@ def open_archive(
 
     ``sqlite:///PATH`` (WAL mode) or ``postgresql+psycopg://USER@HOST/DB`` (shared by workers
     and replicas; put ``?options=-csearch_path%3DSCHEMA`` in the URL to use a schema).
-    ``timeout`` (seconds) bounds waiting for a connection or a lock; an append waits for its
-    commit at most ``3 * timeout + 5`` s. Raises Unavailable when the database cannot be
-    reached or written, IntegrityError when it was created with other secrets.
+    ``timeout`` (seconds) bounds waiting for a connection or a lock; an append still queued
+    behind other commits after ``3 * timeout + 5`` s gives up (nothing written). Raises
+    Unavailable when the database cannot be reached or written, IntegrityError when it was
+    created with other secrets.
     """
     if timeout <= 0:
         raise ValidationError.for_field("timeout", "must be positive")
@@ -193,7 +194,8 @@ class Archive:
     ) -> builtins.list[builtins.list[Record] | ExplainerError]:
         outcomes: builtins.list[builtins.list[Record] | ExplainerError] = []
         accepted: builtins.list[Prepared] = []
-        with self._write() as conn:
+        # not self._write(): a batch drained by close() is committed all the same
+        with transaction(self._engine, write=True) as conn:
             head_state = lock_head(conn)
             taken = self._existing_ids(conn, [p.id for group in groups for p in group])
             for group in groups:

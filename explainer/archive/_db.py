@@ -60,6 +60,8 @@ def is_postgres(engine: Engine) -> bool:
 
 
 def _sqlite_engine(url: URL, timeout: float) -> Engine:
+    if url.drivername not in ("sqlite", "sqlite+pysqlite"):  # the writer speaks sqlite3 itself
+        raise ValidationError.for_field("url", "use Python's sqlite3 driver: sqlite:///PATH")
     if url.database in (None, "", ":memory:") or url.query.get("mode") == "memory":
         raise ValidationError.for_field(
             "url", "an in-memory SQLite archive cannot be shared by connections; give a file path"

@@ -56,10 +56,14 @@ class GroupCommitWriter:
             self._queue.append(pending)
             if not self._leading:
                 self._leading = pending.leads = True
-        if not pending.leads:
-            self._follow(pending)
-        if pending.leads:
-            self._lead()
+        try:
+            if not pending.leads:
+                self._follow(pending)
+            if pending.leads:
+                self._lead()
+        except BaseException:  # interrupted: never leave the lead with a caller that is gone
+            self._withdraw(pending)
+            raise
         if pending.error is not None:
             raise pending.error
         if pending.result is None:  # its leader was interrupted mid-commit
@@ -74,15 +78,38 @@ class GroupCommitWriter:
                 self._leader_done.wait()
 
     def _follow(self, pending: _Pending) -> None:
-        """Wait to be committed by a leader, or to be made the leader."""
+        """Wait to be committed by a leader, or to be made the leader. A caller still queued
+        after ``wait_timeout`` gives up; one already in a leader's batch waits for its outcome
+        (the database's own timeouts bound that commit), so that nothing committed is
+        reported as failed."""
         if pending.wake.wait(self._wait_timeout):
             return
         with self._lock:
-            if pending.leads or pending.done:
+            if pending in self._queue and not pending.leads:
+                self._queue.remove(pending)  # no leader took it: it will never be written
+                raise Unavailable(
+                    f"the archive did not confirm the write within {self._wait_timeout:g} s"
+                )
+        pending.wake.wait()
+
+    def _withdraw(self, pending: _Pending) -> None:
+        """Take an interrupted caller out of the queue, handing on the lead if it had it."""
+        with self._lock:
+            if pending not in self._queue:  # in a batch: its leader goes on without it
                 return
-            if pending in self._queue:  # no leader took it: it will never be written
-                self._queue.remove(pending)
-        raise Unavailable(f"the archive did not confirm the write within {self._wait_timeout:g} s")
+            self._queue.remove(pending)
+            if pending.leads:
+                self._pass_lead()
+
+    def _pass_lead(self) -> None:
+        """Under the lock: the first caller queued leads next, or nobody leads."""
+        if self._queue:
+            successor = self._queue[0]
+            successor.leads = True
+            successor.wake.set()
+        else:
+            self._leading = False
+            self._leader_done.notify_all()
 
     def _lead(self) -> None:
         """Commit the batch at the head of the queue (the leader's own records are first),
@@ -97,13 +124,7 @@ class GroupCommitWriter:
             self._commit_batch(batch)
         finally:
             with self._lock:
-                if self._queue:
-                    successor = self._queue[0]
-                    successor.leads = True
-                    successor.wake.set()
-                else:
-                    self._leading = False
-                    self._leader_done.notify_all()
+                self._pass_lead()
             for pending in batch[1:]:
                 pending.wake.set()
 

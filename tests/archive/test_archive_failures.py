@@ -169,7 +169,14 @@ def test_an_archive_opened_with_other_secrets_is_refused(
 
 @pytest.mark.parametrize(
     "url",
-    ["sqlite://", "sqlite:///:memory:", "mysql://x@y/z", "postgresql://u@h/d", "not a url"],
+    [
+        "sqlite://",
+        "sqlite:///:memory:",
+        "sqlite+pysqlcipher:///archive.db",
+        "mysql://x@y/z",
+        "postgresql://u@h/d",
+        "not a url",
+    ],
 )
 def test_urls_the_archive_cannot_use_are_refused(url: str, secrets: Secrets) -> None:
     with pytest.raises(ValidationError):

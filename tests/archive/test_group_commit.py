@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import threading
 import time
 from collections.abc import Sequence
@@ -14,20 +15,26 @@ from explainer.exceptions import ExplainerError, Unavailable
 
 
 class FakeTransactions:
-    """Commits a batch by recording it; the first one can be held open with ``hold``."""
+    """Commits a batch by recording it; ``hold(n)`` keeps the n-th commit (0-based) open
+    until the returned event is set."""
 
     def __init__(self) -> None:
         self.batches: list[list[list[Any]]] = []
         self.threads: list[str] = []
-        self.hold = threading.Event()
-        self.hold.set()
-        self.started = threading.Event()
-        self.fail_with: Exception | None = None
+        self.started: list[threading.Event] = [threading.Event() for _ in range(8)]
+        self._holds: dict[int, threading.Event] = {}
+        self.fail_with: BaseException | None = None
+        self._calls = 0
+
+    def hold(self, call: int) -> threading.Event:
+        return self._holds.setdefault(call, threading.Event())
 
     def __call__(self, groups: list[Sequence[Any]]) -> list[list[Any] | ExplainerError]:
+        call, self._calls = self._calls, self._calls + 1
         self.threads.append(threading.current_thread().name)
-        self.started.set()
-        self.hold.wait(10)
+        self.started[call].set()
+        if call in self._holds:
+            self._holds[call].wait(10)
         if self.fail_with is not None:
             raise self.fail_with
         self.batches.append([list(g) for g in groups])
@@ -36,6 +43,13 @@ class FakeTransactions:
 
 def writer(commit: FakeTransactions, wait_timeout: float = 10.0) -> GroupCommitWriter:
     return GroupCommitWriter(commit, max_batch=500, wait_timeout=wait_timeout)  # type: ignore[arg-type]
+
+
+def wait_until_queued(group_commit: GroupCommitWriter, count: int) -> None:
+    deadline = time.monotonic() + 5
+    while len(group_commit._queue) < count:
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
 
 
 def in_threads(target: Any, args: list[tuple[Any, ...]]) -> list[threading.Thread]:
@@ -62,13 +76,12 @@ def test_callers_arriving_during_a_commit_share_the_next_one() -> None:
     def append(name: str) -> None:
         results[name] = group_commit.submit([name])
 
-    commit.hold.clear()
+    release = commit.hold(0)
     [first] = in_threads(append, [("first",)])
-    assert commit.started.wait(5)
+    assert commit.started[0].wait(5)
     followers = in_threads(append, [(f"f{i}",) for i in range(5)])
-    while len(group_commit._queue) < 5:  # all five queued behind the open transaction
-        time.sleep(0.001)
-    commit.hold.set()
+    wait_until_queued(group_commit, 5)  # all five behind the open transaction
+    release.set()
     for thread in [first, *followers]:
         thread.join(10)
 
@@ -102,13 +115,13 @@ def test_every_caller_of_a_failed_batch_gets_the_error_and_the_next_caller_commi
 def test_a_follower_that_waits_past_the_timeout_is_unavailable_and_never_written() -> None:
     commit = FakeTransactions()
     group_commit = writer(commit, wait_timeout=0.2)
-    commit.hold.clear()
+    release = commit.hold(0)
     [leader] = in_threads(group_commit.submit, [(["slow"],)])
-    assert commit.started.wait(5)
+    assert commit.started[0].wait(5)
 
     with pytest.raises(Unavailable, match="did not confirm"):
         group_commit.submit(["impatient"])
-    commit.hold.set()
+    release.set()
     leader.join(10)
 
     assert group_commit.submit(["next"]) == [{"id": "next"}]
@@ -121,18 +134,94 @@ def test_a_follower_that_waits_past_the_timeout_is_unavailable_and_never_written
 def test_close_waits_for_the_commit_under_way_then_refuses_appends() -> None:
     commit = FakeTransactions()
     group_commit = writer(commit)
-    commit.hold.clear()
+    release = commit.hold(0)
     [leader] = in_threads(group_commit.submit, [(["in-flight"],)])
-    assert commit.started.wait(5)
+    assert commit.started[0].wait(5)
 
     closer = threading.Thread(target=group_commit.close)
     closer.start()
     closer.join(0.2)
     assert closer.is_alive()  # still waiting for the open transaction
-    commit.hold.set()
+    release.set()
     closer.join(10)
     leader.join(10)
 
     assert commit.batches == [[["in-flight"]]]
     with pytest.raises(Unavailable, match="closed"):
         group_commit.submit(["late"])
+
+
+def test_a_caller_already_in_a_batch_waits_for_its_outcome_past_the_timeout() -> None:
+    commit = FakeTransactions()
+    group_commit = writer(commit, wait_timeout=0.2)
+    first, second = commit.hold(0), commit.hold(1)
+    outcomes: dict[str, Any] = {}
+
+    def append(name: str) -> None:
+        try:
+            outcomes[name] = group_commit.submit([name])
+        except Unavailable as exc:
+            outcomes[name] = exc
+
+    threads = in_threads(append, [("a",)])
+    assert commit.started[0].wait(5)
+    threads += in_threads(append, [("b",), ("c",)])
+    wait_until_queued(group_commit, 2)
+    first.set()  # b leads the batch [b, c]; it stays open past c's timeout
+    assert commit.started[1].wait(5)
+    time.sleep(0.4)
+    second.set()
+    for thread in threads:
+        thread.join(10)
+
+    assert outcomes == {name: [{"id": name}] for name in "abc"}  # committed, and told so
+
+
+class Interrupted(BaseException):
+    """Stands for KeyboardInterrupt or a worker's timeout raised in a caller's thread."""
+
+
+def test_a_caller_interrupted_when_made_leader_hands_the_lead_on() -> None:
+    commit = FakeTransactions()
+    group_commit = writer(commit, wait_timeout=1.0)
+    release = commit.hold(0)
+    interrupted: list[BaseException] = []
+
+    def append(name: str) -> None:
+        try:
+            group_commit.submit([name])
+        except Interrupted as exc:
+            interrupted.append(exc)
+
+    [leader] = in_threads(append, [("leader",)])
+    assert commit.started[0].wait(5)
+    [follower] = in_threads(append, [("follower",)])
+    wait_until_queued(group_commit, 1)
+    raise_in_thread(follower, Interrupted)  # delivered when it wakes up as the next leader
+    release.set()
+    leader.join(10)
+    follower.join(10)
+
+    assert len(interrupted) == 1
+    assert group_commit.submit(["later"]) == [{"id": "later"}]  # not stuck behind it
+    group_commit.close()
+    assert [g for batch in commit.batches for g in batch] == [["leader"], ["later"]]
+
+
+def test_a_leader_interrupted_mid_commit_hands_the_lead_on() -> None:
+    commit = FakeTransactions()
+    group_commit = writer(commit)
+    commit.fail_with = Interrupted()
+    with pytest.raises(Interrupted):
+        group_commit.submit(["interrupted"])
+    commit.fail_with = None
+
+    assert group_commit.submit(["next"]) == [{"id": "next"}]
+
+
+def raise_in_thread(thread: threading.Thread, exc_type: type[BaseException]) -> None:
+    assert thread.ident is not None
+    done = ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(thread.ident), ctypes.py_object(exc_type)
+    )
+    assert done == 1

@@ -33,6 +33,15 @@ except ImportError:  # Windows: SQLite's own busy handler alone serialises the w
 _WRITE = "crm_explain_archive_write"
 #: PostgreSQL's ``application_name`` of the archive's connections, unless the URL sets one.
 APPLICATION_NAME = "crm-explain-archive"
+#: libpq's TCP settings, unless the URL sets them: a dead connection is noticed within about
+#: 30 s, whether idle (keepalives) or with a write unacknowledged (tcp_user_timeout, ms).
+_KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 4,
+    "tcp_user_timeout": 30_000,
+}
 
 
 class DuplicateKey(Conflict):
@@ -95,6 +104,9 @@ def _postgres_engine(url: URL, timeout: float) -> Engine:
         connect_args["connect_timeout"] = max(1, round(timeout))
     if "application_name" not in url.query:  # how pg_stat_activity names our connections
         connect_args["application_name"] = APPLICATION_NAME
+    for name, value in _KEEPALIVES.items():  # a vanished server fails a write instead of hanging it
+        if name not in url.query:
+            connect_args[name] = value
     engine = create_engine(url, connect_args=connect_args, pool_pre_ping=True)
 
     @event.listens_for(engine, "connect")

@@ -79,18 +79,22 @@ class GroupCommitWriter:
 
     def _follow(self, pending: _Pending) -> None:
         """Wait to be committed by a leader, or to be made the leader. A caller still queued
-        after ``wait_timeout`` gives up; one already in a leader's batch waits for its outcome
-        (the database's own timeouts bound that commit), so that nothing committed is
-        reported as failed."""
+        after ``wait_timeout`` gives up, and is never written; one already in a leader's batch
+        waits up to ``wait_timeout`` more for that commit's outcome, so that a slow commit is
+        not reported as failed, but a hung one does not hold the caller for ever."""
         if pending.wake.wait(self._wait_timeout):
             return
         with self._lock:
             if pending in self._queue and not pending.leads:
-                self._queue.remove(pending)  # no leader took it: it will never be written
+                self._queue.remove(pending)
                 raise Unavailable(
                     f"the archive did not confirm the write within {self._wait_timeout:g} s"
                 )
-        pending.wake.wait()
+        if not pending.wake.wait(self._wait_timeout):
+            raise Unavailable(
+                f"the archive's commit of this write did not end within "
+                f"{2 * self._wait_timeout:g} s; it may yet be stored"
+            )
 
     def _withdraw(self, pending: _Pending) -> None:
         """Take an interrupted caller out of the queue, handing on the lead if it had it."""

@@ -151,9 +151,11 @@ def test_close_waits_for_the_commit_under_way_then_refuses_appends() -> None:
         group_commit.submit(["late"])
 
 
-def test_a_caller_already_in_a_batch_waits_for_its_outcome_past_the_timeout() -> None:
+def batch_of_b_and_c_held_open(seconds: float, wait_timeout: float) -> dict[str, Any]:
+    """``a`` commits alone; ``b`` and ``c`` queue meanwhile and share the next commit (led by
+    ``b``), which stays open ``seconds``, past the first ``wait_timeout`` of ``c``."""
     commit = FakeTransactions()
-    group_commit = writer(commit, wait_timeout=0.2)
+    group_commit = writer(commit, wait_timeout=wait_timeout)
     first, second = commit.hold(0), commit.hold(1)
     outcomes: dict[str, Any] = {}
 
@@ -167,14 +169,26 @@ def test_a_caller_already_in_a_batch_waits_for_its_outcome_past_the_timeout() ->
     assert commit.started[0].wait(5)
     threads += in_threads(append, [("b",), ("c",)])
     wait_until_queued(group_commit, 2)
-    first.set()  # b leads the batch [b, c]; it stays open past c's timeout
+    first.set()
     assert commit.started[1].wait(5)
-    time.sleep(0.4)
+    time.sleep(seconds)
     second.set()
     for thread in threads:
         thread.join(10)
+    return outcomes
+
+
+def test_a_caller_already_in_a_batch_waits_for_its_outcome_past_the_timeout() -> None:
+    outcomes = batch_of_b_and_c_held_open(seconds=0.7, wait_timeout=0.5)
 
     assert outcomes == {name: [{"id": name}] for name in "abc"}  # committed, and told so
+
+
+def test_a_caller_gives_up_on_a_commit_that_outlasts_twice_the_timeout() -> None:
+    outcomes = batch_of_b_and_c_held_open(seconds=1.0, wait_timeout=0.2)
+
+    assert outcomes["b"] == [{"id": "b"}]  # the leader waits for its own commit
+    assert isinstance(outcomes["c"], Unavailable) and "may yet be stored" in str(outcomes["c"])
 
 
 class Interrupted(BaseException):

@@ -45,6 +45,19 @@ def writer(commit: FakeTransactions, wait_timeout: float = 10.0) -> GroupCommitW
     return GroupCommitWriter(commit, max_batch=500, wait_timeout=wait_timeout)  # type: ignore[arg-type]
 
 
+def appender(group_commit: GroupCommitWriter, outcomes: dict[str, Any]) -> Any:
+    """A caller that appends ``[name]`` and files its stored records, or its Unavailable,
+    under ``name`` in ``outcomes``."""
+
+    def append(name: str) -> None:
+        try:
+            outcomes[name] = group_commit.submit([name])
+        except Unavailable as exc:
+            outcomes[name] = exc
+
+    return append
+
+
 def wait_until_queued(group_commit: GroupCommitWriter, count: int) -> None:
     deadline = time.monotonic() + 5
     while len(group_commit._queue) < count:
@@ -72,9 +85,7 @@ def test_callers_arriving_during_a_commit_share_the_next_one() -> None:
     commit = FakeTransactions()
     group_commit = writer(commit)
     results: dict[str, Any] = {}
-
-    def append(name: str) -> None:
-        results[name] = group_commit.submit([name])
+    append = appender(group_commit, results)
 
     release = commit.hold(0)
     [first] = in_threads(append, [("first",)])
@@ -95,20 +106,15 @@ def test_callers_arriving_during_a_commit_share_the_next_one() -> None:
 def test_every_caller_of_a_failed_batch_gets_the_error_and_the_next_caller_commits() -> None:
     commit = FakeTransactions()
     group_commit = writer(commit)
-    errors: list[BaseException] = []
-
-    def append(name: str) -> None:
-        try:
-            group_commit.submit([name])
-        except Unavailable as exc:
-            errors.append(exc)
+    outcomes: dict[str, Any] = {}
 
     commit.fail_with = Unavailable("disk full (simulated)")
-    for thread in in_threads(append, [(f"c{i}",) for i in range(4)]):
+    for thread in in_threads(appender(group_commit, outcomes), [(f"c{i}",) for i in range(4)]):
         thread.join(10)
     commit.fail_with = None
 
-    assert len(errors) == 4 and all("disk full" in str(e) for e in errors)
+    assert len(outcomes) == 4
+    assert all(isinstance(e, Unavailable) and "disk full" in str(e) for e in outcomes.values())
     assert group_commit.submit(["later"]) == [{"id": "later"}]
 
 
@@ -158,12 +164,7 @@ def batch_of_b_and_c_held_open(seconds: float, wait_timeout: float) -> dict[str,
     group_commit = writer(commit, wait_timeout=wait_timeout)
     first, second = commit.hold(0), commit.hold(1)
     outcomes: dict[str, Any] = {}
-
-    def append(name: str) -> None:
-        try:
-            outcomes[name] = group_commit.submit([name])
-        except Unavailable as exc:
-            outcomes[name] = exc
+    append = appender(group_commit, outcomes)
 
     threads = in_threads(append, [("a",)])
     assert commit.started[0].wait(5)

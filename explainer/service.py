@@ -264,7 +264,6 @@ class ExplainerService:
             explanations = [self._for_customer(model, e) for e in explanations]
         if archive and self.archive is not None:
             explanations = self._archive(explanations, request_id)
-            explanations = self._open_review_cases(explanations, request_id)
         return explanations
 
     def explain_frame(
@@ -566,21 +565,6 @@ class ExplainerService:
         )
         return e.replace(reasons=reasons, rationale=text)
 
-    def _open_review_cases(
-        self, explanations: list[Explanation], request_id: str | None
-    ) -> list[Explanation]:
-        """A review case, opened by "system", for each archived explanation needing review."""
-        assert self.archive is not None
-        opened = []
-        for e in explanations:
-            if e.needs_review is None:
-                opened.append(e)
-                continue
-            reason = "Automatic quality check: " + "; ".join(e.needs_review["reasons"]) + "."
-            case = self.archive.open_case(e.id, reason, opened_by="system", request_id=request_id)
-            opened.append(e.replace(review_case_id=case["case_id"]))
-        return opened
-
     def _attribution_matrix(
         self, model: PreparedModel, frame: pd.DataFrame, class_index: int, output: OutputSpace
     ) -> np.ndarray:
@@ -748,6 +732,8 @@ class ExplainerService:
     def _archive(
         self, explanations: list[Explanation], request_id: str | None
     ) -> list[Explanation]:
+        """Archive the explanations; each one needing review opens a case, opened by
+        "system", in the same transaction."""
         from explainer.archive import ArchiveEntry
 
         assert self.archive is not None
@@ -763,11 +749,17 @@ class ExplainerService:
                 settings=dict(e.meta),
                 request_id=request_id,
                 payload={**e.to_dict(), "inputs": {a.feature: a.value for a in e.attributions}},
+                review_reason=_review_reason(e),
             )
             for e in archived
         ]
-        self.archive.append(entries)
-        return archived
+        stored = self.archive.append(entries)
+        cases = {
+            r["details"]["explanation_id"]: r["details"]["case_id"]
+            for r in stored
+            if r["kind"] == "case_opened"
+        }
+        return [e if e.id not in cases else e.replace(review_case_id=cases[e.id]) for e in archived]
 
 
 class Oversight:
@@ -867,6 +859,13 @@ def _seed_of_rows(
 #: Report importances by (name, version, sha256, background digest, output space).
 _REPORT_IMPORTANCE: dict[tuple[str, int, str, str, str], dict[str, Any]] = {}
 _REPORT_LOCK = threading.Lock()
+
+
+def _review_reason(explanation: Explanation) -> str | None:
+    """Why the quality checks send an explanation to a human, or None."""
+    if explanation.needs_review is None:
+        return None
+    return "Automatic quality check: " + "; ".join(explanation.needs_review["reasons"]) + "."
 
 
 def _now() -> str:

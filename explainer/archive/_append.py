@@ -1,7 +1,8 @@
 """The group-commit writer's transaction, in the driver's own SQL on a connection it keeps.
 
 Every batch of explanations is one transaction: lock the head, load the subjects' data
-keys, insert the keys of new subjects, insert the records, move the head. Through SQLAlchemy
+keys, insert the keys of new subjects, insert the records and the review cases they open,
+move the head. Through SQLAlchemy
 Core, building and dispatching them cost the writer more CPU than the database spent running
 them, so the writer runs them as plain driver SQL. Every other archive write goes through
 SQLAlchemy (``_chain.append_prepared``); both chain the records with ``_chain.seal``.
@@ -19,9 +20,17 @@ from sqlalchemy.pool import PoolProxiedConnection
 
 from explainer.exceptions import Unavailable
 
-from ._chain import Prepared, new_head, new_keys, payload_subjects, seal
+from ._chain import (
+    OPENED_CASE_COLUMNS,
+    Prepared,
+    case_rows,
+    new_head,
+    new_keys,
+    payload_subjects,
+    seal,
+)
 from ._db import DuplicateKey, describe, is_postgres, is_unique_violation, writers_queue
-from ._schema import head, records, subject_keys
+from ._schema import cases, head, records, subject_keys
 from ._types import Record
 
 #: Connections a forked child found open: the parent's sockets and files. The child must
@@ -35,6 +44,7 @@ class _Statements:
     lock_head: str
     insert_keys: str
     insert_records: str
+    insert_cases: str
     move_head: str
     placeholder: str
 
@@ -55,6 +65,7 @@ class _Statements:
             + (" FOR UPDATE" if postgres else ""),
             insert_keys=insert(subject_keys.name, subject_keys.c.keys()),
             insert_records=insert(records.name, records.c.keys()),
+            insert_cases=insert(cases.name, OPENED_CASE_COLUMNS),
             move_head=f"UPDATE {head.name} SET seq = {named('new_seq')}, "
             f"hash = {named('new_hash')} WHERE id = 1",
             placeholder="%s" if postgres else "?",
@@ -112,6 +123,9 @@ class Appender:
                     keys |= {row["subject"]: row["key"] for row in fresh}
                 rows, stored = seal(items, head_state, keys, now)
                 cursor.executemany(self._sql.insert_records, rows)
+                opened = case_rows(items, stored, now)
+                if opened:
+                    cursor.executemany(self._sql.insert_cases, opened)
                 cursor.execute(self._sql.move_head, new_head(stored))
             finally:
                 cursor.close()  # before a rollback that may close the connection

@@ -150,15 +150,36 @@ class Archive:
 
     def append(self, entries: Sequence[ArchiveEntry]) -> builtins.list[Record]:
         """Archive ``entries``; returns their stored public records (id, seq, hash, ...)
-        once committed. Raises ValidationError for a bad entry (nothing stored), Conflict for
-        an id already archived, Unavailable when the archive cannot be written."""
-        prepared = [prepare_entry(e, self._secrets, f"entries[{i}]") for i, e in enumerate(entries)]
-        ids = [p.id for p in prepared]
+        once committed, each entry's record followed by its "case_opened" event when it has
+        a ``review_reason`` (the case is opened in the same transaction). Raises
+        ValidationError for a bad entry (nothing stored), Conflict for an id already
+        archived, Unavailable when the archive cannot be written."""
+        prepared = [
+            item
+            for i, entry in enumerate(entries)
+            for item in self._prepare(entry, f"entries[{i}]")
+        ]
+        ids = [p.id for p in prepared if p.kind == "explanation"]
         if len(set(ids)) != len(ids):
             raise ValidationError.for_field("entries", "two entries have the same id")
         if not prepared:
             return []
         return self._get_writer().submit(prepared)
+
+    def _prepare(self, entry: ArchiveEntry, where: str) -> builtins.list[Prepared]:
+        explanation = prepare_entry(entry, self._secrets, where)
+        if entry.review_reason is None:
+            return [explanation]
+        _require_text(entry.review_reason, f"{where}.review_reason")
+        opened = _cases.case_opened(
+            explanation_id=explanation.id,
+            subject=explanation.subject,
+            model=explanation.model,
+            reason=entry.review_reason,
+            opened_by="system",
+            request_id=entry.request_id,
+        )
+        return [explanation, opened]
 
     def _get_writer(self) -> GroupCommitWriter:
         with self._lock:

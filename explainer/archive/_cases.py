@@ -13,7 +13,7 @@ from sqlalchemy import Connection, Row, select, update
 
 from explainer.exceptions import Conflict, NotFound
 
-from ._chain import append_prepared, new_id, prepare_event
+from ._chain import Prepared, append_prepared, new_id, prepare_event
 from ._schema import cases, records
 from ._types import CaseStatus, Decision, OpenedBy
 
@@ -44,27 +44,40 @@ def open_case(
     )
     if open_id is not None:
         raise Conflict(f"explanation {explanation_id} already has an open case ({open_id})")
-    details = {"case_id": new_id(), "explanation_id": explanation_id, "opened_by": opened_by}
-    event = prepare_event(
-        "case_opened",
+    event = case_opened(
+        explanation_id=explanation_id,
         subject=explained.subject,
-        details=details,
         model=model_of(explained),
-        payload={"reason": reason},
+        reason=reason,
+        opened_by=opened_by,
         request_id=request_id,
     )
-    [stored] = append_prepared(conn, head_state, [event], now)
-    conn.execute(
-        cases.insert().values(
-            **details,
-            subject=explained.subject,
-            status="open",
-            reason=reason,
-            opened_at=now,
-            opened_seq=stored["seq"],
-        )
+    append_prepared(conn, head_state, [event], now)
+    assert event.opens_case is not None
+    return get_case(conn, event.opens_case["case_id"])
+
+
+def case_opened(
+    *,
+    explanation_id: str,
+    subject: str | None,
+    model: dict[str, Any] | None,
+    reason: str,
+    opened_by: OpenedBy,
+    request_id: str | None,
+) -> Prepared:
+    """The "case_opened" event of a new case; appending it opens the case
+    (``_chain.case_rows``), in the same transaction."""
+    details = {"case_id": new_id(), "explanation_id": explanation_id, "opened_by": opened_by}
+    return prepare_event(
+        "case_opened",
+        subject=subject,
+        details=details,
+        model=model,
+        payload={"reason": reason},
+        request_id=request_id,
+        opens_case={**details, "subject": subject, "reason": reason},
     )
-    return get_case(conn, details["case_id"])
 
 
 def decide_case(

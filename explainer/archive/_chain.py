@@ -25,7 +25,7 @@ from explainer.exceptions import IntegrityError, ValidationError
 
 from . import _crypto
 from ._canonical import GENESIS_HASH, canonical_json, normalize, record_hash, sha256_hex
-from ._schema import head, records, subject_keys
+from ._schema import cases, head, records, subject_keys
 from ._secrets import Secrets
 from ._types import ArchiveEntry, Kind, Record
 
@@ -46,6 +46,9 @@ class Prepared:
     request_id: str | None
     details: dict[str, Any]
     payload: bytes | None  # canonical JSON of the plaintext payload
+    #: A "case_opened" event's case: the ``archive_cases`` row it opens, less the fields the
+    #: commit fills in (status, opened_at, opened_seq). Inserted in the event's transaction.
+    opens_case: dict[str, Any] | None = None
 
     @property
     def key_subject(self) -> str:
@@ -96,6 +99,7 @@ def prepare_event(
     model: dict[str, Any] | None = None,
     payload: Mapping[str, Any] | None = None,
     request_id: str | None = None,
+    opens_case: dict[str, Any] | None = None,
 ) -> Prepared:
     """An event the archive writes itself (erasure, case_opened, review_decision, checkpoint)."""
     return Prepared(
@@ -107,6 +111,7 @@ def prepare_event(
         request_id=request_id,
         details=normalize(dict(details), "details"),
         payload=None if payload is None else canonical_json(normalize(dict(payload), "payload")),
+        opens_case=opens_case,
     )
 
 
@@ -138,6 +143,7 @@ _MOVE_HEAD = (
 )
 _INSERT_RECORDS = records.insert()
 _INSERT_KEYS = subject_keys.insert()
+_INSERT_CASES = cases.insert()
 _LOAD_KEYS = select(subject_keys.c.subject, subject_keys.c.key).where(
     subject_keys.c.subject.in_(bindparam("subjects", expanding=True))
 )
@@ -158,6 +164,9 @@ def append_prepared(
     keys = _ensure_keys(conn, payload_subjects(items), now)
     rows, stored = seal(items, head_state, keys, now)
     conn.execute(_INSERT_RECORDS, rows)
+    opened = case_rows(items, stored, now)
+    if opened:
+        conn.execute(_INSERT_CASES, opened)
     conn.execute(_MOVE_HEAD, new_head(stored))
     return stored
 
@@ -185,6 +194,30 @@ def seal(
         stored.append(public)
         prev = public["hash"]
     return rows, stored
+
+
+#: The columns of an ``archive_cases`` row as a "case_opened" event opens it.
+OPENED_CASE_COLUMNS = (
+    "case_id",
+    "explanation_id",
+    "opened_by",
+    "subject",
+    "reason",
+    "status",
+    "opened_at",
+    "opened_seq",
+)
+
+
+def case_rows(
+    items: Sequence[Prepared], stored: Sequence[Record], now: str
+) -> list[dict[str, Any]]:
+    """The ``archive_cases`` rows that the "case_opened" events among ``items`` open."""
+    return [
+        {**item.opens_case, "status": "open", "opened_at": now, "opened_seq": record["seq"]}
+        for item, record in zip(items, stored, strict=True)
+        if item.opens_case is not None
+    ]
 
 
 def new_head(stored: Sequence[Record]) -> dict[str, Any]:

@@ -26,7 +26,9 @@ class ArchiveEntry:
     ``payload`` is the explanation exactly as the API returns it; it is personal data and is
     stored encrypted. ``settings`` (method, output space, seed, ...) is public, so an auditor
     can replay the explanation. ``id`` defaults to a fresh uuid4 hex; pass the explanation's
-    own id so record and response agree.
+    own id so record and response agree. ``review_reason``, when given, opens a review case
+    on it (opened by "system") in the same transaction, so a flagged explanation is never
+    archived without its case.
     """
 
     payload: Mapping[str, Any]
@@ -38,6 +40,7 @@ class ArchiveEntry:
     settings: Mapping[str, Any] = field(default_factory=dict)
     request_id: str | None = None
     id: str | None = None
+    review_reason: str | None = None
 
 
 class BadRecord(TypedDict):

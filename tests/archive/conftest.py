@@ -162,3 +162,42 @@ def db(backend: Backend) -> Iterator[Engine]:
     engine = backend.engine()
     yield engine
     engine.dispose()
+
+
+@contextmanager
+def writes_rejected(
+    backend: Backend, db: Engine, *, table: str = "archive_records", reason: str = "disk full"
+) -> Iterator[None]:
+    """The database refuses new rows of ``table`` (like a full disk or a revoked grant), with
+    ``reason`` in its error."""
+    message = f"{reason} (simulated)"
+    with db.begin() as conn:
+        if backend.name == "sqlite":
+            conn.execute(
+                text(
+                    f"CREATE TRIGGER reject BEFORE INSERT ON {table} "
+                    f"BEGIN SELECT RAISE(ABORT, '{message}'); END"
+                )
+            )
+        else:
+            conn.execute(
+                text(
+                    "CREATE FUNCTION reject() RETURNS trigger LANGUAGE plpgsql AS "
+                    f"$$ BEGIN RAISE EXCEPTION '{message}'; END $$"
+                )
+            )
+            conn.execute(
+                text(
+                    f"CREATE TRIGGER reject BEFORE INSERT ON {table} "
+                    "FOR EACH ROW EXECUTE FUNCTION reject()"
+                )
+            )
+    try:
+        yield
+    finally:
+        with db.begin() as conn:
+            conn.execute(
+                text("DROP TRIGGER reject" + ("" if backend.name == "sqlite" else f" ON {table}"))
+            )
+            if backend.name != "sqlite":
+                conn.execute(text("DROP FUNCTION reject()"))

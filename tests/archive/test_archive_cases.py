@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from sqlalchemy import Engine, text
 
 from explainer.archive import Archive, Secrets, open_archive
-from explainer.exceptions import Conflict, NotFound, ValidationError
+from explainer.exceptions import Conflict, NotFound, Unavailable, ValidationError
 
-from .conftest import Backend, explanation_entry
+from .conftest import Backend, explanation_entry, writes_rejected
 
 
 @pytest.fixture
@@ -46,6 +48,47 @@ def test_opening_a_case_archives_a_case_opened_event(archive: Archive, explanati
 def test_the_system_can_open_a_case_for_review(archive: Archive, explanation_id: str) -> None:
     case = archive.open_case(explanation_id, "score near the threshold", opened_by="system")
     assert case["opened_by"] == "system"
+
+
+def test_an_explanation_flagged_for_review_is_archived_with_its_case_in_one_commit(
+    archive: Archive,
+) -> None:
+    flagged = replace(explanation_entry("C-7"), review_reason="score near the threshold")
+    commits = archive.stats.commits
+
+    explanation, event = archive.append([explanation_entry("C-6"), flagged])[1:]
+
+    assert archive.stats.commits == commits + 1
+    assert event["kind"] == "case_opened" and event["seq"] == explanation["seq"] + 1
+    [case] = archive.list_cases()
+    assert case == archive.get_case(event["details"]["case_id"])
+    assert (case["explanation_id"], case["opened_by"], case["reason"], case["status"]) == (
+        explanation["id"],
+        "system",
+        "score near the threshold",
+        "open",
+    )
+    assert event["subject"] == explanation["subject"] and event["model"] == explanation["model"]
+    assert archive.verify().ok
+
+
+def test_when_its_case_cannot_be_opened_a_flagged_explanation_is_not_archived_either(
+    archive: Archive, backend: Backend, db: Engine
+) -> None:
+    flagged = replace(explanation_entry("C-7"), review_reason="score near the threshold")
+
+    rejected = writes_rejected(backend, db, table="archive_cases", reason="review queue full")
+    with rejected, pytest.raises(Unavailable, match="review queue full"):
+        archive.append([flagged])
+
+    assert archive.list()[0] == []
+    assert archive.verify().ok
+
+
+def test_a_review_reason_must_be_text(archive: Archive) -> None:
+    with pytest.raises(ValidationError, match=r"entries\[0\]\.review_reason"):
+        archive.append([replace(explanation_entry(), review_reason=" ")])
+    assert archive.list()[0] == []
 
 
 def test_only_one_case_per_explanation_is_open_at_a_time(

@@ -15,43 +15,7 @@ from explainer.archive import Archive, Secrets, open_archive
 from explainer.archive._db import APPLICATION_NAME
 from explainer.exceptions import IntegrityError, Unavailable, ValidationError
 
-from .conftest import POSTGRES_URL, Backend, explanation_entry, fresh_backend
-
-
-@contextmanager
-def writes_rejected(backend: Backend, db: Engine) -> Iterator[None]:
-    """The database refuses new archive rows (like a full disk or a revoked grant)."""
-    with db.begin() as conn:
-        if backend.name == "sqlite":
-            conn.execute(
-                text(
-                    "CREATE TRIGGER reject BEFORE INSERT ON archive_records "
-                    "BEGIN SELECT RAISE(ABORT, 'disk full (simulated)'); END"
-                )
-            )
-        else:
-            conn.execute(
-                text(
-                    "CREATE FUNCTION reject() RETURNS trigger LANGUAGE plpgsql AS "
-                    "$$ BEGIN RAISE EXCEPTION 'disk full (simulated)'; END $$"
-                )
-            )
-            conn.execute(
-                text(
-                    "CREATE TRIGGER reject BEFORE INSERT ON archive_records "
-                    "FOR EACH ROW EXECUTE FUNCTION reject()"
-                )
-            )
-    try:
-        yield
-    finally:
-        with db.begin() as conn:
-            conn.execute(
-                text(
-                    "DROP TRIGGER reject"
-                    + (" ON archive_records" if backend.name != "sqlite" else "")
-                )
-            )
+from .conftest import POSTGRES_URL, Backend, explanation_entry, fresh_backend, writes_rejected
 
 
 @contextmanager

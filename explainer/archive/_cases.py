@@ -53,8 +53,7 @@ def open_case(
         request_id=request_id,
     )
     append_prepared(conn, head_state, [event], now)
-    assert event.opens_case is not None
-    return get_case(conn, event.opens_case["case_id"])
+    return get_case(conn, event.details["case_id"])
 
 
 def case_opened(

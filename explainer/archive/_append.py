@@ -23,8 +23,6 @@ from explainer.exceptions import Unavailable
 from ._chain import (
     OPENED_CASE_COLUMNS,
     Prepared,
-    case_rows,
-    new_head,
     new_keys,
     payload_subjects,
     seal,
@@ -121,19 +119,18 @@ class Appender:
                 if fresh:
                     cursor.executemany(self._sql.insert_keys, fresh)
                     keys |= {row["subject"]: row["key"] for row in fresh}
-                rows, stored = seal(items, head_state, keys, now)
-                cursor.executemany(self._sql.insert_records, rows)
-                opened = case_rows(items, stored, now)
-                if opened:
-                    cursor.executemany(self._sql.insert_cases, opened)
-                cursor.execute(self._sql.move_head, new_head(stored))
+                sealed = seal(items, head_state, keys, now)
+                cursor.executemany(self._sql.insert_records, sealed.records)
+                if sealed.cases:
+                    cursor.executemany(self._sql.insert_cases, sealed.cases)
+                cursor.execute(self._sql.move_head, sealed.head)
             finally:
                 cursor.close()  # before a rollback that may close the connection
             self._driver().commit()
         except BaseException:
             self._rollback()
             raise
-        return stored
+        return sealed.stored
 
     def _begin(self) -> tuple[Any, tuple[int, str]]:
         """A cursor in a transaction holding the head, and the head. A kept connection the

@@ -66,7 +66,7 @@ def case_opened(
     request_id: str | None,
 ) -> Prepared:
     """The "case_opened" event of a new case; appending it opens the case
-    (``_chain.case_rows``), in the same transaction."""
+    (``_chain.seal``), in the same transaction."""
     details = {"case_id": new_id(), "explanation_id": explanation_id, "opened_by": opened_by}
     return prepare_event(
         "case_opened",

@@ -162,13 +162,12 @@ def append_prepared(
     if not items:
         return []
     keys = _ensure_keys(conn, payload_subjects(items), now)
-    rows, stored = seal(items, head_state, keys, now)
-    conn.execute(_INSERT_RECORDS, rows)
-    opened = case_rows(items, stored, now)
-    if opened:
-        conn.execute(_INSERT_CASES, opened)
-    conn.execute(_MOVE_HEAD, new_head(stored))
-    return stored
+    sealed = seal(items, head_state, keys, now)
+    conn.execute(_INSERT_RECORDS, sealed.records)
+    if sealed.cases:
+        conn.execute(_INSERT_CASES, sealed.cases)
+    conn.execute(_MOVE_HEAD, sealed.head)
+    return sealed.stored
 
 
 def payload_subjects(items: Iterable[Prepared]) -> set[str]:
@@ -176,14 +175,25 @@ def payload_subjects(items: Iterable[Prepared]) -> set[str]:
     return {p.key_subject for p in items if p.payload is not None}
 
 
+@dataclass(frozen=True)
+class Sealed:
+    """A batch chained after the head: what to write, and the stored public records."""
+
+    records: list[dict[str, Any]]  # rows of archive_records
+    cases: list[dict[str, Any]]  # rows of archive_cases that "case_opened" events open
+    head: dict[str, Any]  # the parameters of the head's move
+    stored: list[Record]
+
+
 def seal(
     items: Sequence[Prepared], head_state: tuple[int, str], keys: Mapping[str, bytes], now: str
-) -> tuple[list[dict[str, Any]], list[Record]]:
-    """Chain ``items`` after ``head_state``: the rows to insert and their public records.
-    ``keys`` holds the data key of every subject in ``payload_subjects(items)``."""
+) -> Sealed:
+    """Chain ``items`` (non-empty) after ``head_state``. ``keys`` holds the data key of every
+    subject in ``payload_subjects(items)``."""
     seq, prev = head_state
     rows: list[dict[str, Any]] = []
     stored: list[Record] = []
+    opened: list[dict[str, Any]] = []
     for item in items:
         seq += 1
         public = _public(item, seq, now, prev)
@@ -192,8 +202,11 @@ def seal(
             sealed = _crypto.encrypt(keys[item.key_subject], item.payload, item.id)
         rows.append(_row(public, sealed))
         stored.append(public)
+        if item.opens_case is not None:
+            case = {"status": "open", "opened_at": now, "opened_seq": seq}
+            opened.append({**item.opens_case, **case})
         prev = public["hash"]
-    return rows, stored
+    return Sealed(rows, opened, {"new_seq": seq, "new_hash": prev}, stored)
 
 
 #: The columns of an ``archive_cases`` row as a "case_opened" event opens it.
@@ -207,22 +220,6 @@ OPENED_CASE_COLUMNS = (
     "opened_at",
     "opened_seq",
 )
-
-
-def case_rows(
-    items: Sequence[Prepared], stored: Sequence[Record], now: str
-) -> list[dict[str, Any]]:
-    """The ``archive_cases`` rows that the "case_opened" events among ``items`` open."""
-    return [
-        {**item.opens_case, "status": "open", "opened_at": now, "opened_seq": record["seq"]}
-        for item, record in zip(items, stored, strict=True)
-        if item.opens_case is not None
-    ]
-
-
-def new_head(stored: Sequence[Record]) -> dict[str, Any]:
-    """The parameters of ``_MOVE_HEAD`` after ``stored`` (non-empty) was appended."""
-    return {"new_seq": stored[-1]["seq"], "new_hash": stored[-1]["hash"]}
 
 
 def new_keys(subjects: set[str], existing: Mapping[str, bytes], now: str) -> list[dict[str, Any]]:

@@ -249,17 +249,18 @@ class ExplainerService:
         model = self.model(name, version)
         rows = validate_instances(model.schema, [d.features for d in decisions])
         frame = pd.DataFrame(rows, columns=model.schema.feature_names)
-        explanations = self.explain_frame(
-            model,
-            frame,
-            [d.customer_id for d in decisions],
-            method=method,
-            output=output,
-            class_name=class_name,
-            top_k=top_k,
-        )
         checks = self.review_checks if review_checks is None else review_checks
-        explanations = self._check_quality(model, frame, explanations, method, output, checks)
+        with model.encoding_once(frame):
+            explanations = self.explain_frame(
+                model,
+                frame,
+                [d.customer_id for d in decisions],
+                method=method,
+                output=output,
+                class_name=class_name,
+                top_k=top_k,
+            )
+            explanations = self._check_quality(model, frame, explanations, method, output, checks)
         if audience == "customer":
             explanations = [self._for_customer(model, e) for e in explanations]
         if archive and self.archive is not None:
@@ -280,13 +281,14 @@ class ExplainerService:
         """Explain already validated raw rows; nothing is archived here. ``top_k`` is how many
         drivers the rationale names; the attributions always cover every raw feature."""
         explainer = get_explainer(self._explainers, method)
-        proba = model.predict_proba(frame)
-        class_indices = self._explained_classes(model, proba, class_name)
-        # the rows as Python objects, read once (pandas converts them slowly): for the seed,
-        # then in schema order for the attributions
-        objects = frame.to_numpy(dtype=object)
-        seed = _seed_of_rows(model.record, objects, method, output, class_indices)
-        batch = explainer.explain(model, frame, class_indices, output, seed=seed)
+        with model.encoding_once(frame):
+            proba = model.predict_proba(frame)
+            class_indices = self._explained_classes(model, proba, class_name)
+            # the rows as Python objects, read once (pandas converts them slowly): for the
+            # seed, then in schema order for the attributions
+            objects = frame.to_numpy(dtype=object)
+            seed = _seed_of_rows(model.record, objects, method, output, class_indices)
+            batch = explainer.explain(model, frame, class_indices, output, seed=seed)
         meta = self._meta(model, method, output, seed, batch)
         columns = frame.columns.get_indexer(model.schema.feature_names)
         if (columns < 0).any():

@@ -27,8 +27,10 @@ import math
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -96,6 +98,18 @@ class RawCodec:
 
 
 @dataclass
+class _Encoding:
+    """The frame ``PreparedModel.encoding_once`` remembers, and its matrix once computed."""
+
+    model: PreparedModel
+    frame: pd.DataFrame
+    encoded: np.ndarray | None = None
+
+
+_ENCODING: ContextVar[_Encoding | None] = ContextVar("crm_explain_encoding", default=None)
+
+
+@dataclass
 class PreparedModel:
     record: ModelRecord
     estimator: Any
@@ -137,8 +151,33 @@ class PreparedModel:
             return None
         return FastEncoder.compile(self._encoder, self.background.iloc[:MAPPING_ROWS], self.schema)
 
+    @contextmanager
+    def encoding_once(self, frame: pd.DataFrame) -> Iterator[None]:
+        """Within the block, ``transform`` of this very frame object is computed once and
+        shared (read-only) by the prediction, the attributions and the score of one request.
+        The caller promises not to change the frame inside the block."""
+        current = _ENCODING.get()
+        if current is not None and current.model is self and current.frame is frame:
+            yield  # an enclosing block already remembers this frame
+            return
+        token = _ENCODING.set(_Encoding(self, frame))
+        try:
+            yield
+        finally:
+            _ENCODING.reset(token)
+
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
         """Raw rows -> the matrix the final estimator takes."""
+        remembered = _ENCODING.get()
+        if remembered is None or remembered.model is not self or remembered.frame is not frame:
+            return self._transform(frame)
+        if remembered.encoded is None:
+            encoded = self._transform(frame)
+            encoded.setflags(write=False)
+            remembered.encoded = encoded
+        return remembered.encoded
+
+    def _transform(self, frame: pd.DataFrame) -> np.ndarray:
         if self._encoder is None:
             return np.asarray(frame[self.schema.feature_names], dtype=float)
         fast = self.fast_encoder

@@ -109,7 +109,8 @@ class ShapExplainer:
         extras: dict[str, np.ndarray] = {}
         for k in np.unique(class_indices):
             rows = np.flatnonzero(class_indices == k)
-            result = self._run(algorithm, model, frame.iloc[rows], int(k), output, seed)
+            part = frame if len(rows) == len(frame) else frame.iloc[rows]
+            result = self._run(algorithm, model, part, int(k), output, seed)
             values[rows], base[rows] = result[0], result[1]
             for name, per_row in result[2].items():
                 extras.setdefault(name, np.zeros(len(frame)))[rows] = per_row

@@ -165,3 +165,46 @@ def test_exact_shapley_matches_the_permutation_definition() -> None:
         np.testing.assert_allclose(values[r], expected, atol=1e-12)
         assert base[r] == pytest.approx(score(background).mean())
         assert base[r] + values[r].sum() == pytest.approx(float(score(row[None])[0]))
+
+
+def test_a_request_encodes_its_rows_once(
+    demo_service: ExplainerService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The prediction, the attributions, the score and the quality checks of one request share
+    one encoding of its rows."""
+    from explainer.service import Decision
+
+    model = demo_service.model("churn")
+    encoded: list[int] = []
+    original = PreparedModel._transform
+
+    def counting(self: PreparedModel, frame: pd.DataFrame) -> np.ndarray:
+        encoded.append(len(frame))
+        return original(self, frame)
+
+    row = customers("churn", 1, seed=5)[model.schema.feature_names].iloc[0]
+    features = {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+    monkeypatch.setattr(PreparedModel, "_transform", counting)
+    for output in ("log_odds", "probability"):
+        demo_service.explain("churn", [Decision(features)], output=output)  # type: ignore[arg-type]
+        encoded.clear()  # the first request also built the explainer from the background
+        demo_service.explain("churn", [Decision(features)], output=output)  # type: ignore[arg-type]
+        assert encoded == [1], output
+
+
+def test_a_remembered_encoding_is_read_only_and_only_for_that_frame(
+    demo_service: ExplainerService,
+) -> None:
+    model = demo_service.model("churn")
+    frame = customers("churn", 3, seed=6)[model.schema.feature_names]
+    other = frame.copy()
+    with model.encoding_once(frame):
+        first = model.transform(frame)
+        assert model.transform(frame) is first
+        assert not first.flags.writeable
+        with pytest.raises(ValueError):
+            first[0, 0] = 1.0
+        assert model.transform(other) is not first  # a look-alike frame is encoded anew
+        assert model.transform(other).flags.writeable
+    assert model.transform(frame) is not first  # outside the block nothing is remembered
+    assert np.array_equal(model.transform(frame), first)

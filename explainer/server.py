@@ -61,11 +61,13 @@ def run_server(
     from gunicorn.app.base import BaseApplication
 
     from explainer.api import create_app
+    from explainer.methods.shap_method import import_shap_without_plots
     from explainer.service import ExplainerService
 
     prepare_home(settings, echo)
     service = ExplainerService.from_settings(replace(settings, archive_enabled=False))
     service.warm_up()
+    import_shap_without_plots()  # before priming, which is the first to use shap
     service.prime()
     app = create_app(settings, service=service)
 

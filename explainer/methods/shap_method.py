@@ -266,6 +266,26 @@ def exact_shapley(
     return values, base
 
 
+def import_shap_without_plots() -> None:
+    """Import shap without its plotting modules, for a process that draws no shap plot (the
+    server). Whenever matplotlib is installed, shap imports ``matplotlib.pyplot`` for its plots,
+    about half of shap's import time; with matplotlib unavailable while shap is imported, shap
+    falls back to stubs that raise on use (its own fallback). matplotlib stays importable
+    afterwards (``explainer.plots`` draws with it). A no-op once shap is imported."""
+    import sys
+
+    if "shap" in sys.modules:
+        return
+    blocked = "matplotlib" not in sys.modules
+    if blocked:
+        sys.modules["matplotlib"] = None  # type: ignore[assignment]  # ImportError on import
+    try:
+        import shap  # noqa: F401
+    finally:
+        if blocked and sys.modules.get("matplotlib", ...) is None:
+            del sys.modules["matplotlib"]
+
+
 def _tree_explainer(model: PreparedModel, perturbation: str) -> Any:
     import shap
 

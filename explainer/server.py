@@ -12,6 +12,7 @@ thread per worker, the worker would idle through every commit.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -70,6 +71,9 @@ def run_server(
     import_shap_without_plots()  # before priming, which is the first to use shap
     service.prime()
     app = create_app(settings, service=service)
+    # The models and primed explainers live for the whole run: frozen, a worker's garbage
+    # collections do not write to their pages, so the workers keep sharing them with the master.
+    gc.freeze()
 
     def post_fork(server: Any, worker: Any) -> None:
         from explainer.archive import Secrets, open_archive

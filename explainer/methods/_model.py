@@ -265,12 +265,8 @@ class PreparedModel:
             # from XGBoost's margin in float64, so that log-odds and probability agree exactly
             margins = self.xgb_margins(self.transform(frame))
             return _softmax_or_sigmoid(margins)
-        if self._final_takes_encoded:
-            fast = self.fast_encoder
-            assert fast is not None
-            encoded = fast.transform(frame)
-            if encoded is not None:
-                return self._proba_of_encoded(encoded)
+        if self._final_takes_encoded:  # what the Pipeline computes, on the shared encoding
+            return self._proba_of_encoded(self.transform(frame))
         return np.asarray(
             self.estimator.predict_proba(frame[self.schema.feature_names]), dtype=float
         )

@@ -167,14 +167,15 @@ def test_exact_shapley_matches_the_permutation_definition() -> None:
         assert base[r] + values[r].sum() == pytest.approx(float(score(row[None])[0]))
 
 
+@pytest.mark.parametrize("name", DEMO_NAMES)
 def test_a_request_encodes_its_rows_once(
-    demo_service: ExplainerService, monkeypatch: pytest.MonkeyPatch
+    demo_service: ExplainerService, monkeypatch: pytest.MonkeyPatch, name: str
 ) -> None:
     """The prediction, the attributions, the score and the quality checks of one request share
     one encoding of its rows."""
     from explainer.service import Decision
 
-    model = demo_service.model("churn")
+    model = demo_service.model(name)
     encoded: list[int] = []
     original = PreparedModel._transform
 
@@ -182,13 +183,13 @@ def test_a_request_encodes_its_rows_once(
         encoded.append(len(frame))
         return original(self, frame)
 
-    row = customers("churn", 1, seed=5)[model.schema.feature_names].iloc[0]
+    row = customers(name, 1, seed=5)[model.schema.feature_names].iloc[0]
     features = {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
     monkeypatch.setattr(PreparedModel, "_transform", counting)
     for output in ("log_odds", "probability"):
-        demo_service.explain("churn", [Decision(features)], output=output)  # type: ignore[arg-type]
+        demo_service.explain(name, [Decision(features)], output=output)  # type: ignore[arg-type]
         encoded.clear()  # the first request also built the explainer from the background
-        demo_service.explain("churn", [Decision(features)], output=output)  # type: ignore[arg-type]
+        demo_service.explain(name, [Decision(features)], output=output)  # type: ignore[arg-type]
         assert encoded == [1], output
 
 
@@ -208,3 +209,32 @@ def test_a_remembered_encoding_is_read_only_and_only_for_that_frame(
         assert model.transform(other).flags.writeable
     assert model.transform(frame) is not first  # outside the block nothing is remembered
     assert np.array_equal(model.transform(frame), first)
+
+
+def test_the_remembered_encoding_ends_with_its_block_even_on_an_error(
+    demo_service: ExplainerService,
+) -> None:
+    model = demo_service.model("churn")
+    frame = customers("churn", 2, seed=8)[model.schema.feature_names]
+    with pytest.raises(RuntimeError), model.encoding_once(frame):
+        remembered = model.transform(frame)
+        raise RuntimeError("the request failed")
+    assert model.transform(frame) is not remembered
+
+
+def test_another_thread_does_not_see_a_remembered_encoding(
+    demo_service: ExplainerService,
+) -> None:
+    """Each request thread of a worker has its own memory of what it encoded."""
+    import threading
+
+    model = demo_service.model("churn")
+    frame = customers("churn", 2, seed=9)[model.schema.feature_names]
+    seen: list[np.ndarray] = []
+    with model.encoding_once(frame):
+        mine = model.transform(frame)
+        other = threading.Thread(target=lambda: seen.append(model.transform(frame)))
+        other.start()
+        other.join()
+    assert seen[0] is not mine
+    assert np.array_equal(seen[0], mine)

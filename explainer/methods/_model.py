@@ -9,6 +9,8 @@ Speed without approximation:
 * a ColumnTransformer of one-hot encoders, standard scalers and passthrough columns is replayed
   with numpy (``FastEncoder``); it is used only after it reproduced scikit-learn's output bit for
   bit on the background sample, and any row it cannot encode goes through scikit-learn;
+* one request encodes its rows once (``PreparedModel.encoding_once``): the prediction, the
+  attributions, the score and the quality checks share the read-only matrix;
 * XGBoost margins come from ``inplace_predict`` (no DMatrix; bit-identical), remembered for the
   last few inputs so one request never scores the same rows twice;
 * ``xgb_contributions(..., algorithm="fast")`` is exact path-dependent TreeSHAP computed from

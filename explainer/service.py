@@ -33,6 +33,7 @@ from explainer.methods import (
     Explainer,
     PreparedModel,
     build_explainers,
+    object_rows,
     plan_for,
 )
 from explainer.methods.registry import get_explainer
@@ -286,15 +287,11 @@ class ExplainerService:
             class_indices = self._explained_classes(model, proba, class_name)
             # the rows as Python objects, read once (pandas converts them slowly): for the
             # seed, then in schema order for the attributions
-            objects = frame.to_numpy(dtype=object)
+            objects = object_rows(frame)
             seed = _seed_of_rows(model.record, objects, method, output, class_indices)
             batch = explainer.explain(model, frame, class_indices, output, seed=seed)
         meta = self._meta(model, method, output, seed, batch)
-        columns = frame.columns.get_indexer(model.schema.feature_names)
-        if (columns < 0).any():
-            missing = [n for n, c in zip(model.schema.feature_names, columns, strict=True) if c < 0]
-            raise KeyError(f"the frame lacks the features {missing}")
-        values = objects[:, columns]
+        values = _in_schema_order(objects, frame.columns, model.schema.feature_names)
         return [
             self._explanation(
                 model,
@@ -846,6 +843,20 @@ def request_seed(
 ) -> int:
     """The same request (model, rows, settings) always gets the same seed."""
     return _seed_of_rows(record, frame.to_numpy(dtype=object), method, output, classes)
+
+
+def _in_schema_order(
+    objects: np.ndarray, columns: pd.Index, feature_names: Sequence[str]
+) -> np.ndarray:
+    """The columns of ``objects`` (laid out as ``columns``) in schema order. A request's frame
+    is built in schema order already, and looking the names up in pandas costs about 0.2 ms."""
+    if columns.tolist() == list(feature_names):
+        return objects
+    positions = columns.get_indexer(feature_names)
+    if (positions < 0).any():
+        missing = [n for n, c in zip(feature_names, positions, strict=True) if c < 0]
+        raise KeyError(f"the frame lacks the features {missing}")
+    return objects[:, positions]
 
 
 def _seed_of_rows(

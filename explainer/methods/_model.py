@@ -101,11 +101,12 @@ class RawCodec:
 
 @dataclass
 class _Encoding:
-    """The frame ``PreparedModel.encoding_once`` remembers, and its matrix once computed."""
+    """The frame ``PreparedModel.encoding_once`` remembers, and what was read from it."""
 
     model: PreparedModel
     frame: pd.DataFrame
     encoded: np.ndarray | None = None
+    objects: np.ndarray | None = None
 
 
 _ENCODING: ContextVar[_Encoding | None] = ContextVar("crm_explain_encoding", default=None)
@@ -155,9 +156,9 @@ class PreparedModel:
 
     @contextmanager
     def encoding_once(self, frame: pd.DataFrame) -> Iterator[None]:
-        """Within the block, ``transform`` of this very frame object is computed once and
-        shared (read-only) by the prediction, the attributions and the score of one request.
-        The caller promises not to change the frame inside the block."""
+        """Within the block, ``transform`` and ``object_rows`` of this very frame object are
+        computed once and shared (read-only) by the prediction, the attributions, the seed and
+        the score of one request. The caller promises not to change the frame inside the block."""
         current = _ENCODING.get()
         if current is not None and current.model is self and current.frame is frame:
             yield  # an enclosing block already remembers this frame
@@ -491,7 +492,7 @@ class FastEncoder:
 
     def _transform_small(self, frame: pd.DataFrame) -> np.ndarray | None:
         """A few rows (one per API request): plain Python over the values, no pandas indexing."""
-        values = _object_rows(frame)
+        values = object_rows(frame)
         position = {name: j for j, name in enumerate(frame.columns)}
         out = np.zeros((len(values), self.width))
         start = 0
@@ -595,6 +596,19 @@ def _codes(column: pd.Series, lookup: dict[Any, int], categories: list[Any]) -> 
     if len(codes) and codes.min() < 0:
         return None
     return codes
+
+
+def object_rows(frame: pd.DataFrame) -> np.ndarray:
+    """``frame.to_numpy(dtype=object)``; read once and shared (read-only) for the frame that an
+    enclosing ``PreparedModel.encoding_once`` remembers."""
+    remembered = _ENCODING.get()
+    if remembered is None or remembered.frame is not frame:
+        return _object_rows(frame)
+    if remembered.objects is None:
+        objects = _object_rows(frame)
+        objects.setflags(write=False)
+        remembered.objects = objects
+    return remembered.objects
 
 
 def _object_rows(frame: pd.DataFrame) -> np.ndarray:

@@ -183,14 +183,24 @@ def test_a_request_encodes_its_rows_once(
         encoded.append(len(frame))
         return original(self, frame)
 
+    read: list[int] = []
+    original_read = _model._object_rows
+
+    def counting_reads(frame: pd.DataFrame) -> np.ndarray:
+        read.append(len(frame))
+        return original_read(frame)
+
     row = customers(name, 1, seed=5)[model.schema.feature_names].iloc[0]
     features = {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
     monkeypatch.setattr(PreparedModel, "_transform", counting)
+    monkeypatch.setattr(_model, "_object_rows", counting_reads)
     for output in ("log_odds", "probability"):
         demo_service.explain(name, [Decision(features)], output=output)  # type: ignore[arg-type]
         encoded.clear()  # the first request also built the explainer from the background
+        read.clear()
         demo_service.explain(name, [Decision(features)], output=output)  # type: ignore[arg-type]
         assert encoded == [1], output
+        assert read == [1], output  # its values are read out of pandas once too
 
 
 def test_a_remembered_encoding_is_read_only_and_only_for_that_frame(
@@ -209,6 +219,37 @@ def test_a_remembered_encoding_is_read_only_and_only_for_that_frame(
         assert model.transform(other).flags.writeable
     assert model.transform(frame) is not first  # outside the block nothing is remembered
     assert np.array_equal(model.transform(frame), first)
+
+
+def test_remembered_object_rows_are_read_only_and_only_for_that_frame(
+    demo_service: ExplainerService,
+) -> None:
+    model = demo_service.model("churn")
+    frame = customers("churn", 1, seed=6)[model.schema.feature_names]
+    with model.encoding_once(frame):
+        first = _model.object_rows(frame)
+        assert _model.object_rows(frame) is first
+        assert not first.flags.writeable
+        assert _model.object_rows(frame.copy()) is not first
+    assert _model.object_rows(frame) is not first
+    assert np.array_equal(_model.object_rows(frame), frame.to_numpy(dtype=object))
+
+
+def test_a_frame_in_another_column_order_is_explained_alike(demo_service: ExplainerService) -> None:
+    """Requests build their frame in schema order; a batch caller's frame may come in any."""
+    model = demo_service.model("churn")
+    frame = customers("churn", 3, seed=10)[model.schema.feature_names]
+    ids = ["a", "b", "c"]
+    ordered = demo_service.explain_frame(model, frame, ids)
+    reversed_ = demo_service.explain_frame(model, frame[frame.columns[::-1]], ids)
+    for mine, theirs in zip(ordered, reversed_, strict=True):
+        assert [a.feature for a in mine.attributions] == [a.feature for a in theirs.attributions]
+        assert [a.value for a in mine.attributions] == [a.value for a in theirs.attributions]
+        np.testing.assert_allclose(
+            [a.contribution for a in mine.attributions],
+            [a.contribution for a in theirs.attributions],
+            atol=1e-12,
+        )
 
 
 def test_the_remembered_encoding_ends_with_its_block_even_on_an_error(

@@ -24,7 +24,14 @@ from sqlalchemy import Connection, Row, bindparam, delete, exists, select
 from explainer.exceptions import IntegrityError, ValidationError
 
 from . import _crypto
-from ._canonical import GENESIS_HASH, canonical_json, normalize, record_hash, sha256_hex
+from ._canonical import (
+    GENESIS_HASH,
+    canonical_bytes,
+    canonical_json,
+    normalize,
+    record_hash,
+    sha256_hex,
+)
 from ._schema import cases, head, records, subject_keys
 from ._secrets import Secrets
 from ._types import ArchiveEntry, Kind, Record
@@ -87,7 +94,7 @@ def prepare_entry(entry: ArchiveEntry, secrets: Secrets, where: str) -> Prepared
         settings=normalize(dict(entry.settings), f"{where}.settings"),
         request_id=entry.request_id,
         details={},
-        payload=canonical_json(normalize(dict(entry.payload), f"{where}.payload")),
+        payload=canonical_bytes(dict(entry.payload), f"{where}.payload"),
     )
 
 
@@ -110,7 +117,7 @@ def prepare_event(
         settings={},
         request_id=request_id,
         details=normalize(dict(details), "details"),
-        payload=None if payload is None else canonical_json(normalize(dict(payload), "payload")),
+        payload=None if payload is None else canonical_bytes(dict(payload), "payload"),
         opens_case=opens_case,
     )
 

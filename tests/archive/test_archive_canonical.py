@@ -6,11 +6,18 @@ import json
 import math
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from explainer.archive._canonical import HASHED_FIELDS, canonical_json, normalize, record_hash
+from explainer.archive._canonical import (
+    HASHED_FIELDS,
+    canonical_bytes,
+    canonical_json,
+    normalize,
+    record_hash,
+)
 from explainer.exceptions import ValidationError
 
 json_values = st.recursive(
@@ -46,6 +53,43 @@ def test_canonical_json_is_sorted_compact_and_utf8() -> None:
 def test_values_that_are_not_plain_json_are_refused(bad: Any) -> None:
     with pytest.raises(ValidationError):
         normalize(bad, "payload")
+
+
+#: Values as callers hand them in: tuples, float subclasses, keys that are not strings.
+loose_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.floats(allow_nan=False, allow_infinity=False).map(np.float64)
+    | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.lists(children, max_size=4).map(tuple)
+        | st.dictionaries(st.text(max_size=8), children, max_size=4)
+        | st.dictionaries(st.integers(-20, 20), children, max_size=4)
+    ),
+    max_leaves=25,
+)
+
+
+@given(loose_values)
+def test_a_payload_is_stored_as_the_canonical_json_of_what_it_reads_back_as(value: Any) -> None:
+    """Encoded once where it can be, the bytes are those of the normalised value: integer
+    keys, for one, sort as the strings they become ("10" before "9")."""
+    assert canonical_bytes(value, "payload") == canonical_json(normalize(value, "payload"))
+
+
+def test_integer_keys_sort_as_the_strings_they_become() -> None:
+    assert canonical_bytes({9: "a", 10: "b"}, "payload") == b'{"10":"b","9":"a"}'
+
+
+@pytest.mark.parametrize(
+    "bad", [math.nan, {"x": [math.inf]}, {"x": object()}, {1: "a", "b": 2}, {"n": np.int64(3)}]
+)
+def test_a_payload_that_is_not_plain_json_is_refused_naming_the_field(bad: Any) -> None:
+    with pytest.raises(ValidationError, match=r"entries\[0\]\.payload"):
+        canonical_bytes(bad, "entries[0].payload")
 
 
 RECORD: dict[str, Any] = {

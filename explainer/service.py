@@ -842,7 +842,7 @@ def request_seed(
     record: ModelRecord, frame: pd.DataFrame, method: str, output: str, classes: np.ndarray
 ) -> int:
     """The same request (model, rows, settings) always gets the same seed."""
-    return _seed_of_rows(record, frame.to_numpy(dtype=object), method, output, classes)
+    return _seed_of_rows(record, object_rows(frame), method, output, classes)
 
 
 def _in_schema_order(

@@ -599,8 +599,10 @@ def _codes(column: pd.Series, lookup: dict[Any, int], categories: list[Any]) -> 
 
 
 def object_rows(frame: pd.DataFrame) -> np.ndarray:
-    """``frame.to_numpy(dtype=object)``; read once and shared (read-only) for the frame that an
-    enclosing ``PreparedModel.encoding_once`` remembers."""
+    """``frame.to_numpy(dtype=object)``: every cell as the Python object pandas gives back (an
+    int stays an int beside floats), which the request's seed is computed from. Read once and
+    shared (read-only) for the frame that an enclosing ``PreparedModel.encoding_once``
+    remembers."""
     remembered = _ENCODING.get()
     if remembered is None or remembered.frame is not frame:
         return _object_rows(frame)
@@ -612,15 +614,7 @@ def object_rows(frame: pd.DataFrame) -> np.ndarray:
 
 
 def _object_rows(frame: pd.DataFrame) -> np.ndarray:
-    """``frame.to_numpy(dtype=object)``, faster for the one row of a typical API request: with
-    pandas holding strings in Arrow arrays, reading the row as a Series takes a third of the
-    time (from two rows on, the frame's own conversion is faster)."""
-    plain = all(isinstance(t, np.dtype | pd.StringDtype) for t in frame.dtypes)
-    if len(frame) != 1 or not plain:  # a row of nullable columns would turn NaN into pd.NA
-        return np.asarray(frame.to_numpy(dtype=object))
-    out = np.empty((1, frame.shape[1]), dtype=object)
-    out[0, :] = frame.iloc[0].tolist()
-    return out
+    return np.asarray(frame.to_numpy(dtype=object))
 
 
 # -- remembered results ----------------------------------------------------------------

@@ -69,7 +69,11 @@ def canonical_bytes(value: Any, field: str) -> bytes:
     back alike). Other keys sort differently once they are strings, so those values go the
     long way. Every explanation's payload comes here: encoding, decoding and encoding it again
     took a third of the archive's Python time in a loaded API worker."""
-    if not _only_string_keys(value):
+    try:
+        simple = _only_string_keys(value)
+    except RecursionError:  # nested deeper than the check goes, or circular: the long way says
+        simple = False
+    if not simple:
         return canonical_json(normalize(value, field))
     try:
         return canonical_json(value)

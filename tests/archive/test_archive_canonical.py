@@ -80,6 +80,20 @@ def test_a_payload_is_stored_as_the_canonical_json_of_what_it_reads_back_as(valu
     assert canonical_bytes(value, "payload") == canonical_json(normalize(value, "payload"))
 
 
+def test_a_payload_nested_deeper_than_the_key_check_goes_is_still_stored() -> None:
+    deep: Any = []
+    for _ in range(600):
+        deep = [deep]
+    assert canonical_bytes({"x": deep}, "payload") == canonical_json(normalize({"x": deep}, "p"))
+
+
+def test_a_payload_that_contains_itself_is_refused_naming_the_field() -> None:
+    loop: dict[str, Any] = {}
+    loop["self"] = loop
+    with pytest.raises(ValidationError, match=r"payload"):
+        canonical_bytes(loop, "payload")
+
+
 def test_integer_keys_sort_as_the_strings_they_become() -> None:
     assert canonical_bytes({9: "a", 10: "b"}, "payload") == b'{"10":"b","9":"a"}'
 

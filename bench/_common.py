@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from explainer.service import ExplainerService
 from model_store import FileSystemStore, MemoryStore
@@ -27,6 +28,17 @@ def demo_store(path: str | None = None) -> tuple[FileSystemStore, dict[str, Demo
 
 def service(store: FileSystemStore) -> ExplainerService:
     return ExplainerService(store)
+
+
+def naive_explainer(pipeline: Any) -> Callable[[pd.DataFrame], Any]:
+    """The in-process path a data scientist would write for one fitted
+    ``Pipeline(..., XGBoost)``: the pipeline's transform, then ``shap.TreeExplainer`` (built
+    once; path-dependent SHAP on log-odds) on the rows."""
+    import shap
+
+    explainer = shap.TreeExplainer(pipeline[-1])
+    transform = pipeline[:-1].transform
+    return lambda rows: explainer.shap_values(transform(rows))
 
 
 def timings(call: Callable[[], Any], repeat: int, warmup: int = 3) -> list[float]:

@@ -1,6 +1,8 @@
 """What archiving costs: explanations/s over HTTP with 8 concurrent clients, without an
 archive, with the SQLite archive and with the PostgreSQL archive, side by side in one run;
-and how that throughput compares with explaining in-process on one thread x the cores.
+and how that throughput compares with explaining in-process on one thread x the cores, by
+the naive path a data scientist would write (the pipeline's transform + shap.TreeExplainer)
+and by crm-explain's own explainer (``ExplainerService.explain``).
 
     .venv/bin/python bench/bench_archive.py [--seconds 20] [--clients 8] [--workers 2]
                                             [--threads 4]
@@ -25,6 +27,7 @@ import textwrap
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -106,6 +109,15 @@ class Measured:
 
     def per_explanation_ms(self, seconds: float) -> float:
         return 1e3 * seconds / max(self.done, 1)
+
+
+@dataclass
+class Result:
+    """One output space: the single-thread in-process rates and the servers' measurements."""
+
+    in_process: float  # crm-explain's own explainer (ExplainerService.explain), expl/s
+    naive: float  # the naive path: pipeline transform + shap.TreeExplainer, expl/s
+    measured: dict[str, Measured]
 
 
 def measure_side_by_side(
@@ -227,11 +239,32 @@ def in_process_rate(home: Path, payloads: list[dict[str, object]], output: str) 
         decision = Decision(customer_id=f"B-{i}", features=payloads[i % len(payloads)])
         service.explain("churn", [decision], output=output, archive=False)  # type: ignore[arg-type]
 
+    return rate(explain)
+
+
+def naive_rate(home: Path, payloads: list[dict[str, object]]) -> float:
+    """Explanations/s of the naive in-process path on one thread: the churn pipeline's
+    transform + ``shap.TreeExplainer(model).shap_values`` on one row, the rows' frames ready."""
+    import pandas as pd
+
+    from bench._common import naive_explainer
+    from explainer.service import ExplainerService
+    from model_store import open_store
+
+    model = ExplainerService(open_store(str(home / "models"))).model("churn")
+    columns = model.schema.feature_names
+    frames = [pd.DataFrame([payload])[columns] for payload in payloads]
+    naive = naive_explainer(model.estimator)
+    return rate(lambda i: naive(frames[i % len(frames)]))
+
+
+def rate(call: Callable[[int], object], seconds: float = 5.0) -> float:
+    """Calls/s of ``call(i)`` on this thread over ``seconds``, after 50 untimed calls."""
     for i in range(50):
-        explain(i)
+        call(i)
     count, start = 0, time.perf_counter()
-    while time.perf_counter() - start < 5.0:
-        explain(count)
+    while time.perf_counter() - start < seconds:
+        call(count)
         count += 1
     return count / (time.perf_counter() - start)
 
@@ -261,7 +294,7 @@ def main() -> None:
             "postgresql": start_server(home, "postgresql", pg_url, args),
         }
         try:
-            results = {}
+            results: dict[str, Result] = {}
             for output in ("probability", "log_odds"):
                 bodies = [
                     json.dumps(
@@ -269,10 +302,14 @@ def main() -> None:
                     ).encode()
                     for i, p in enumerate(payloads)
                 ]
-                before = in_process_rate(home, payloads, output)
+                before = in_process_rate(home, payloads, output), naive_rate(home, payloads)
                 rates = measure_side_by_side(servers, bodies, args)
-                after = in_process_rate(home, payloads, output)
-                results[output] = ((before + after) / 2, rates)
+                after = in_process_rate(home, payloads, output), naive_rate(home, payloads)
+                results[output] = Result(
+                    in_process=(before[0] + after[0]) / 2,
+                    naive=(before[1] + after[1]) / 2,
+                    measured=rates,
+                )
         finally:
             for server, _ in servers.values():
                 server.terminate()
@@ -281,11 +318,7 @@ def main() -> None:
     report(results, args, cores)
 
 
-def report(
-    results: dict[str, tuple[float, dict[str, Measured]]],
-    args: argparse.Namespace,
-    cores: int,
-) -> None:
+def report(results: dict[str, Result], args: argparse.Namespace, cores: int) -> None:
     one, five, _ = os.getloadavg()
     print(
         f"# Archive cost — {date.today()} — {platform.node()}, {cores} cores, "
@@ -301,33 +334,34 @@ def report(
         "| PostgreSQL (expl/s) | PostgreSQL cost | errors |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|")
-    for output, (_, measured) in results.items():
-        base, lite, pg = (measured[name].done / args.seconds for name in SERVERS)
-        failed = sum(m.errors for m in measured.values())
+    for output, result in results.items():
+        base, lite, pg = (result.measured[name].done / args.seconds for name in SERVERS)
+        failed = sum(m.errors for m in result.measured.values())
         print(
             f"| {output} | {base:.1f} | {lite:.1f} | {1 - lite / base:+.1%} | {pg:.1f} | "
             f"{1 - pg / base:+.1%} | {failed} |"
         )
     print(
-        f"\n| output | in-process, 1 thread (expl/s) | x {cores} cores "
-        "| no archive / (in-process x cores) | SQLite (expl/s) | SQLite / (in-process x cores) "
-        "| PostgreSQL / (in-process x cores) |"
+        f"\nThroughput against one thread in-process x {cores} cores: the naive path "
+        "(transform + shap.TreeExplainer) and crm-explain's own explainer\n"
+        "\n| output | baseline | 1 thread (expl/s) | x cores | no archive | SQLite | PostgreSQL |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for output, (single, measured) in results.items():
-        base, lite, pg = (measured[name].done / args.seconds for name in SERVERS)
-        ceiling = single * cores
-        print(
-            f"| {output} | {single:.1f} | {ceiling:.1f} | {base / ceiling:.2f} | {lite:.1f} "
-            f"| {lite / ceiling:.2f} | {pg / ceiling:.2f} |"
-        )
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for output, result in results.items():
+        base, lite, pg = (result.measured[name].done / args.seconds for name in SERVERS)
+        for baseline, single in (("naive", result.naive), ("crm-explain", result.in_process)):
+            ceiling = single * cores
+            print(
+                f"| {output} | {baseline} | {single:.1f} | {ceiling:.1f} | {base / ceiling:.2f} "
+                f"| {lite / ceiling:.2f} | {pg / ceiling:.2f} |"
+            )
     print(
         "\nCPU per explanation (ms): the server's master and workers; PostgreSQL's processes\n"
         "\n| output | no archive | SQLite | PostgreSQL: server | PostgreSQL: database |"
     )
     print("|---|---:|---:|---:|---:|")
-    for output, (_, measured) in results.items():
-        base, lite, pg = (measured[name] for name in SERVERS)
+    for output, result in results.items():
+        base, lite, pg = (result.measured[name] for name in SERVERS)
         print(
             f"| {output} | {base.per_explanation_ms(base.server_cpu):.2f} "
             f"| {lite.per_explanation_ms(lite.server_cpu):.2f} "

@@ -99,6 +99,9 @@ def run_server(
                 "post_fork": post_fork,
                 "worker_exit": worker_exit,
                 "accesslog": None,
+                # gunicorn's control socket lives outside the home, in a path shared by every
+                # instance of this user: a second instance would take it from the first
+                "control_socket_disable": True,
             }
             for key, value in options.items():
                 self.cfg.set(key, value)

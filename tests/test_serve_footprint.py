@@ -1,16 +1,37 @@
-"""`crm-explain serve` keeps its state under its home: nothing in the user's home or runtime
-folder, where a second instance on the same host would find it and take it over."""
+"""`crm-explain serve` keeps its state under its home: nothing in the user's home folder or
+runtime folder, where a second instance on the same host would find it and take it over."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
+import requests
 
 from model_store import FileSystemStore
 from model_store.demo import DemoModel
 from tests._server import start_server
 from tests.conftest import register_demo
+
+KEY = "a-crm-key"
+ROW: dict[str, Any] = {
+    "tenure": 3,
+    "contract": "Month-to-month",
+    "plan_tier": "Basic",
+    "monthly_charges": 89.5,
+    "total_charges": 268.5,
+    "num_products": 1,
+    "payment_method": "Electronic check",
+    "paperless_billing": "Yes",
+    "support_tickets_90d": 4,
+    "days_since_last_login": 21,
+    "avg_session_minutes": 6.5,
+    "nps_score": 3,
+    "late_payments_12m": 2,
+    "discount_pct": 0,
+    "device_count": 1,
+}
 
 
 def files_under(folder: Path) -> list[str]:
@@ -18,24 +39,37 @@ def files_under(folder: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_a_running_server_writes_nothing_outside_its_home(
-    tmp_path: Path, demo_models: dict[str, DemoModel]
+@pytest.mark.parametrize("runtime_exists", [True, False], ids=["runtime-dir", "no-runtime-dir"])
+def test_a_serving_server_writes_nothing_in_the_users_home_or_runtime_folder(
+    tmp_path: Path, demo_models: dict[str, DemoModel], runtime_exists: bool
 ) -> None:
     home, user_home, runtime = tmp_path / "crm", tmp_path / "user", tmp_path / "runtime"
     user_home.mkdir()
-    runtime.mkdir()
+    if runtime_exists:  # else tools fall back to the user's home (gunicorn: ~/.gunicorn)
+        runtime.mkdir()
     register_demo(FileSystemStore(str(home / "models")), demo_models)
     server = start_server(
         home,
         env={
-            "CRM_EXPLAIN_API_KEYS": "crm:a-crm-key",
+            "CRM_EXPLAIN_API_KEYS": f"crm:{KEY}",
             "HOME": str(user_home),
             "XDG_RUNTIME_DIR": str(runtime),
         },
     )
     try:
         server.wait_ready()
+        for method in ("shap", "lime"):
+            response = requests.post(
+                f"{server.url}/v1/models/churn/explain",
+                json={"instances": [{"customer_id": "C-1", "features": ROW}], "method": method},
+                headers={"Authorization": f"Bearer {KEY}"},
+                timeout=60,
+            )
+            assert response.status_code == 200, response.text
         assert files_under(user_home) == []
-        assert files_under(runtime) == []  # no gunicorn control socket either
+        if runtime_exists:
+            assert files_under(runtime) == []  # no gunicorn control socket
+        else:
+            assert not runtime.exists()
     finally:
         server.stop()

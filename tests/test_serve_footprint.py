@@ -12,26 +12,9 @@ import requests
 from model_store import FileSystemStore
 from model_store.demo import DemoModel
 from tests._server import start_server
-from tests.conftest import register_demo
+from tests.conftest import customers, features_of, register_demo
 
 KEY = "a-crm-key"
-ROW: dict[str, Any] = {
-    "tenure": 3,
-    "contract": "Month-to-month",
-    "plan_tier": "Basic",
-    "monthly_charges": 89.5,
-    "total_charges": 268.5,
-    "num_products": 1,
-    "payment_method": "Electronic check",
-    "paperless_billing": "Yes",
-    "support_tickets_90d": 4,
-    "days_since_last_login": 21,
-    "avg_session_minutes": 6.5,
-    "nps_score": 3,
-    "late_payments_12m": 2,
-    "discount_pct": 0,
-    "device_count": 1,
-}
 
 
 def files_under(folder: Path) -> list[str]:
@@ -48,6 +31,7 @@ def test_a_serving_server_writes_nothing_in_the_users_home_or_runtime_folder(
     if runtime_exists:  # else tools fall back to the user's home (gunicorn: ~/.gunicorn)
         runtime.mkdir()
     register_demo(FileSystemStore(str(home / "models")), demo_models)
+    row = features_of(customers("churn", 1), demo_models["churn"].schema.feature_names, 0)
     server = start_server(
         home,
         env={
@@ -59,9 +43,10 @@ def test_a_serving_server_writes_nothing_in_the_users_home_or_runtime_folder(
     try:
         server.wait_ready()
         for method in ("shap", "lime"):
+            body: dict[str, Any] = {"instances": [{"customer_id": "C-1", "features": row}]}
             response = requests.post(
                 f"{server.url}/v1/models/churn/explain",
-                json={"instances": [{"customer_id": "C-1", "features": ROW}], "method": method},
+                json=body | {"method": method},
                 headers={"Authorization": f"Bearer {KEY}"},
                 timeout=60,
             )

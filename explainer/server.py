@@ -7,17 +7,21 @@ connections do not survive one.
 Workers are threaded (``gthread``): while one request waits for the archive's commit
 (an ``fsync``), the worker's other threads go on computing their explanations, and records
 that reach the archive together share one transaction (group commit). With one
-thread per worker, the worker would idle through every commit.
+thread per worker, the worker would idle through every commit. Several workers each listen
+on a socket of their own (``_listen_options``).
 """
 
 from __future__ import annotations
 
+import errno
 import gc
+import socket
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 from explainer.config import Settings
+from explainer.exceptions import ValidationError
 from explainer.keys import ROLES, KeyRing
 
 
@@ -58,6 +62,7 @@ def run_server(
     echo: Callable[[str], None],
     threads: int = DEFAULT_THREADS,
 ) -> None:
+    listen = _listen_options(host, port, workers)
     _share_metrics_between_workers(settings, workers)  # before prometheus_client is imported
     from gunicorn.app.base import BaseApplication
 
@@ -102,6 +107,7 @@ def run_server(
                 # gunicorn's control socket lives outside the home, in a path shared by every
                 # instance of this user: a second instance would take it from the first
                 "control_socket_disable": True,
+                **listen,
             }
             for key, value in options.items():
                 self.cfg.set(key, value)
@@ -114,6 +120,41 @@ def run_server(
         f"x {threads} thread(s)"
     )
     Server().run()
+
+
+def _listen_options(host: str, port: int, workers: int) -> dict[str, Any]:
+    """Several workers each listen on a socket of their own (SO_REUSEPORT), so that the kernel
+    spreads new connections evenly over them. On one shared socket the worker that wins the
+    race accepts most of them: a few kept-alive clients (a CRM backend's connection pool) then
+    all land on one worker, whose Python runs on about one core (8 clients, 2 workers: one
+    worker took all 8 connections or 7 of them in most rounds; see docs/benchmarks.md).
+    A second server would share such a port silently instead of failing, so it is checked
+    first. Port 0 (any free port) would give each worker a port of its own: one socket then."""
+    if workers < 2 or port == 0 or not hasattr(socket, "SO_REUSEPORT"):
+        return {}
+    _refuse_taken_port(host, port)
+    return {"reuse_port": True}
+
+
+def _refuse_taken_port(host: str, port: int) -> None:
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        raise ValidationError.for_field("host", f"{host!r} cannot be resolved") from exc
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ValidationError.for_field(
+                    "port", f"{port} on {host} is in use by another server"
+                ) from exc
+            raise ValidationError.for_field(
+                "host", f"cannot listen on {host}:{port} ({exc.strerror})"
+            ) from exc
 
 
 def _share_metrics_between_workers(settings: Settings, workers: int) -> None:

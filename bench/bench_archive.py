@@ -28,7 +28,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
@@ -37,7 +37,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests._server import free_port
+from tests._server import connections_per_worker, free_port
 
 POSTGRES = os.environ.get(
     "CRM_EXPLAIN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -106,6 +106,7 @@ class Measured:
     errors: int = 0
     server_cpu: float = 0.0  # seconds of CPU, the server's master and workers
     database_cpu: float = 0.0  # seconds of CPU, every PostgreSQL process of this machine
+    splits: list[list[int]] = field(default_factory=list)  # clients per worker, each round
 
     def per_explanation_ms(self, seconds: float) -> float:
         return 1e3 * seconds / max(self.done, 1)
@@ -136,14 +137,22 @@ def measure_side_by_side(
     for r in range(args.rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
             server, port = servers[name]
+            m = measured[name]
+            look = threading.Timer(min(1.0, share / 2), record_split, (server.pid, port, m.splits))
+            look.start()
             cpu_before, db_before = process_tree_cpu(server.pid), postgres_cpu()
             count, failed = hammer(port, bodies, args.clients, share)
-            m = measured[name]
+            look.join()
             m.server_cpu += process_tree_cpu(server.pid) - cpu_before
             m.database_cpu += postgres_cpu() - db_before
             m.done += count
             m.errors += failed
     return measured
+
+
+def record_split(master_pid: int, port: int, splits: list[list[int]]) -> None:
+    """How the clients' kept-alive connections are spread over the workers, most first."""
+    splits.append(sorted(connections_per_worker(master_pid, port), reverse=True))
 
 
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -355,6 +364,13 @@ def report(results: dict[str, Result], args: argparse.Namespace, cores: int) -> 
                 f"| {output} | {baseline} | {single:.1f} | {ceiling:.1f} | {base / ceiling:.2f} "
                 f"| {lite / ceiling:.2f} | {pg / ceiling:.2f} |"
             )
+    print("\nClients' connections per worker, one split per round (the kernel spreads them)\n")
+    print("| output | server | splits |")
+    print("|---|---|---|")
+    for output, result in results.items():
+        for name in SERVERS:
+            splits = " ".join("/".join(map(str, split)) for split in result.measured[name].splits)
+            print(f"| {output} | {name} | {splits} |")
     print(
         "\nCPU per explanation (ms): the server's master and workers; PostgreSQL's processes\n"
         "\n| output | no archive | SQLite | PostgreSQL: server | PostgreSQL: database |"

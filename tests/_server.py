@@ -90,3 +90,44 @@ def start_server(home: Path, *, workers: int = 2, env: dict[str, str] | None = N
         start_new_session=True,
     )
     return Server(process, f"http://127.0.0.1:{port}")
+
+
+# --- a server's sockets, read from /proc (Linux) ------------------------------------------
+
+LISTEN, ESTABLISHED = "0A", "01"  # TCP states as /proc/net/tcp writes them
+
+
+def workers_of(master_pid: int) -> list[int]:
+    """The pids of a gunicorn master's workers."""
+    children = Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()
+    return [int(child) for child in children]
+
+
+def tcp_sockets(state: str, local_port: int) -> set[int]:
+    """Inodes of this host's IPv4 TCP sockets in ``state`` on ``local_port``."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        port = int(fields[1].rsplit(":", 1)[1], 16)
+        if port == local_port and fields[3] == state:
+            inodes.add(int(fields[9]))
+    return inodes
+
+
+def socket_inodes(pid: int) -> set[int]:
+    """Inodes of the sockets process ``pid`` holds open."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:  # closed meanwhile
+            continue
+        if target.startswith("socket:["):
+            inodes.add(int(target[len("socket:[") : -1]))
+    return inodes
+
+
+def connections_per_worker(master_pid: int, port: int) -> list[int]:
+    """How many of the connections established on ``port`` each worker holds."""
+    established = tcp_sockets(ESTABLISHED, port)
+    return [len(socket_inodes(pid) & established) for pid in workers_of(master_pid)]

@@ -16,43 +16,21 @@ import pytest
 
 from model_store import FileSystemStore
 from model_store.demo import DemoModel
-from tests._server import Server, free_port, start_server
+from tests._server import (
+    LISTEN,
+    Server,
+    connections_per_worker,
+    free_port,
+    socket_inodes,
+    start_server,
+    tcp_sockets,
+    workers_of,
+)
 from tests.conftest import register_demo
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="reads sockets from /proc"
 )
-
-LISTEN, ESTABLISHED = "0A", "01"
-
-
-def workers_of(server: Server) -> list[int]:
-    pid = server.process.pid
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return [int(child) for child in children]
-
-
-def tcp_sockets(state: str, local_port: int) -> set[int]:
-    """Inodes of this host's IPv4 TCP sockets in ``state`` on ``local_port``."""
-    inodes = set()
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        port = int(fields[1].rsplit(":", 1)[1], 16)
-        if port == local_port and fields[3] == state:
-            inodes.add(int(fields[9]))
-    return inodes
-
-
-def socket_inodes(pid: int) -> set[int]:
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:  # closed meanwhile
-            continue
-        if target.startswith("socket:["):
-            inodes.add(int(target[len("socket:[") : -1]))
-    return inodes
 
 
 def port_of(server: Server) -> int:
@@ -76,7 +54,7 @@ def two_workers(
 @pytest.mark.slow
 def test_each_worker_listens_on_a_socket_of_its_own(two_workers: Server) -> None:
     listening = tcp_sockets(LISTEN, port_of(two_workers))
-    workers = workers_of(two_workers)
+    workers = workers_of(two_workers.process.pid)
     assert len(workers) == 2
     held = [socket_inodes(pid) & listening for pid in workers]
     assert all(len(inodes) == 1 for inodes in held), held
@@ -93,8 +71,7 @@ def test_kept_alive_connections_are_spread_over_the_workers(two_workers: Server)
             response = connection.getresponse()
             response.read()
             assert response.status == 200
-        established = tcp_sockets(ESTABLISHED, port)
-        per_worker = [len(socket_inodes(pid) & established) for pid in workers_of(two_workers)]
+        per_worker = connections_per_worker(two_workers.process.pid, port)
     finally:
         for connection in connections:
             connection.close()

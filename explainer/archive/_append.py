@@ -6,10 +6,18 @@ move the head. Through SQLAlchemy
 Core, building and dispatching them cost the writer more CPU than the database spent running
 them, so the writer runs them as plain driver SQL. Every other archive write goes through
 SQLAlchemy (``_chain.append_prepared``); both chain the records with ``_chain.seal``.
+
+On SQLite the writer's connection commits without an fsync (``synchronous = NORMAL``) and
+syncs the write-ahead log once it has released the writers' lock, before any caller hears of
+the commit (``WalSync``). The commit is then as durable as with ``synchronous = FULL`` when its
+explanations are answered, but the next writer (another worker) no longer waits through this
+one's fsync and its wake-up after it, which under load held the lock 1.7 ms (median) instead of
+0.2 ms.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -83,31 +91,37 @@ class Appender:
         self._sql = _Statements.for_engine(engine)
         self._driver_error: type[DBAPIModule.Error] = engine.dialect.loaded_dbapi.Error
         self._conn: PoolProxiedConnection | None = None
+        self._wal: WalSync | None = None  # SQLite: set with the connection
 
     def append(self, items: Sequence[Prepared], now: str) -> list[Record]:
         """Chain ``items`` after the head and commit them; their stored public records.
         DuplicateKey when an id or seq is taken, Unavailable when the archive cannot be
-        written; either way nothing was written."""
+        written (either way nothing was written) or when a SQLite commit cannot be made
+        durable (then it may be stored, and is never answered as archived)."""
         with writers_queue(self._engine):
             try:
-                return self._transaction(items, now)
+                stored = self._transaction(items, now)
             except self._driver_error as exc:
                 self._discard()
                 reason = describe(exc)
                 if is_unique_violation(exc):
                     raise DuplicateKey(f"the archive refused a duplicate key: {reason}") from exc
                 raise Unavailable(f"the archive cannot be written: {reason}") from exc
+        if self._wal is not None:
+            self._wal.sync()  # after the writers' lock; before any caller hears of the commit
+        return stored
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self._discard()  # not back to the pool: it commits without syncing
 
     def abandon(self) -> None:
         """In a forked child: forget the parent's connection without touching it."""
         if self._conn is not None:
             _INHERITED.append(self._conn)
             self._conn = None
+        if self._wal is not None:  # the child's own copy of the descriptor
+            self._wal.close()
+            self._wal = None
 
     def _transaction(self, items: Sequence[Prepared], now: str) -> list[Record]:
         cursor, head_state = self._begin()
@@ -167,6 +181,8 @@ class Appender:
     def _driver(self) -> Any:
         if self._conn is None:
             self._conn = self._engine.raw_connection()
+            if not is_postgres(self._engine):
+                self._wal = WalSync.for_connection(self._conn.driver_connection)
         return self._conn.driver_connection
 
     def _rollback(self) -> None:
@@ -182,3 +198,52 @@ class Appender:
         if self._conn is not None:
             self._conn.invalidate()
             self._conn = None
+        if self._wal is not None:
+            self._wal.close()
+            self._wal = None
+
+
+class WalSync:
+    """Syncs the write-ahead log of a SQLite connection that commits without syncing it.
+
+    A commit appends its pages to the log with ``write``; ``fdatasync`` then puts every page
+    written so far on disk, this commit's among them. Should a checkpoint have copied them
+    into the database first, SQLite synced the database before it reused the log.
+    """
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._fd: int | None = None
+
+    @classmethod
+    def for_connection(cls, connection: Any) -> WalSync:
+        """Switch ``connection`` (sqlite3, in WAL mode) to commit without syncing."""
+        connection.execute("PRAGMA synchronous = NORMAL")
+        database = connection.execute("PRAGMA database_list").fetchone()[2]
+        return cls(f"{database}-wal")
+
+    def sync(self) -> None:
+        try:
+            fd = self._open()
+            os.fdatasync(fd)
+        except OSError as exc:
+            raise Unavailable(
+                f"the archive's commit could not be made durable: {exc.strerror} ({self._path})"
+            ) from exc
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def _open(self) -> int:
+        """A descriptor of the log file at the path now: SQLite deletes the log when its last
+        connection closes and makes a new one, so a kept descriptor is checked first."""
+        now = os.stat(self._path)
+        if self._fd is not None:
+            kept = os.fstat(self._fd)
+            if (kept.st_dev, kept.st_ino) == (now.st_dev, now.st_ino):
+                return self._fd
+            self.close()
+        self._fd = os.open(self._path, os.O_RDONLY)
+        return self._fd

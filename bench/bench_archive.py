@@ -130,19 +130,18 @@ def measure_side_by_side(
     server its share of ``args.seconds`` in turn (the order rotating), so drifts in the
     machine's load fall on all of them alike."""
     measured = {name: Measured() for name in servers}
-    for _, port in servers.values():
-        hammer(port, bodies, args.clients, 2.0)  # warm-up
+    for server, port in servers.values():
+        hammer(connect_evenly(server.pid, port, args.clients), bodies, 2.0)  # warm-up
     names = list(servers)
     share = args.seconds / args.rounds
     for r in range(args.rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
             server, port = servers[name]
             m = measured[name]
-            look = threading.Timer(min(1.0, share / 2), record_split, (server.pid, port, m.splits))
-            look.start()
+            connections = connect_evenly(server.pid, port, args.clients)
+            m.splits.append(sorted(connections_per_worker(server.pid, port), reverse=True))
             cpu_before, db_before = process_tree_cpu(server.pid), postgres_cpu()
-            count, failed = hammer(port, bodies, args.clients, share)
-            look.join()
+            count, failed = hammer(connections, bodies, share)
             m.server_cpu += process_tree_cpu(server.pid) - cpu_before
             m.database_cpu += postgres_cpu() - db_before
             m.done += count
@@ -150,9 +149,25 @@ def measure_side_by_side(
     return measured
 
 
-def record_split(master_pid: int, port: int, splits: list[list[int]]) -> None:
-    """How the clients' kept-alive connections are spread over the workers, most first."""
-    splits.append(sorted(connections_per_worker(master_pid, port), reverse=True))
+def connect_evenly(master_pid: int, port: int, clients: int) -> list[http.client.HTTPConnection]:
+    """``clients`` kept-alive connections, as evenly spread over the workers as they can be.
+    The kernel hashes each new connection to a worker's socket, so 8 of them land 4/4 only a
+    quarter of the time, and 8/0 now and then; a worker's Python runs on about one core, so
+    the spread moves throughput by up to 40%. The clients reconnect until the spread is even,
+    and every server is measured under the same spread."""
+    for _ in range(1000):
+        connections = [
+            http.client.HTTPConnection("127.0.0.1", port, timeout=30) for _ in range(clients)
+        ]
+        for connection in connections:  # answered: accepted by a worker, and kept
+            connection.request("GET", "/healthz")
+            connection.getresponse().read()
+        split = connections_per_worker(master_pid, port)
+        if max(split) - min(split) <= 1:
+            return connections
+        for connection in connections:
+            connection.close()
+    raise RuntimeError(f"the connections never spread evenly over the workers: {split}")
 
 
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -205,14 +220,18 @@ def wait_ready(base: str) -> None:
     raise RuntimeError("server did not start")
 
 
-def hammer(port: int, bodies: list[bytes], clients: int, seconds: float) -> tuple[int, int]:
+def hammer(
+    connections: list[http.client.HTTPConnection], bodies: list[bytes], seconds: float
+) -> tuple[int, int]:
+    """Each connection's client explains as fast as it can for ``seconds``; then it closes."""
+    clients = len(connections)
     counts = [0] * clients
     errors = [0] * clients
     deadline = time.monotonic() + seconds
     headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
 
     def client(n: int) -> None:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        connection = connections[n]
         i = n
         while time.monotonic() < deadline:
             connection.request("POST", "/v1/models/churn/explain", bodies[i % len(bodies)], headers)
@@ -364,7 +383,7 @@ def report(results: dict[str, Result], args: argparse.Namespace, cores: int) -> 
                 f"| {output} | {baseline} | {single:.1f} | {ceiling:.1f} | {base / ceiling:.2f} "
                 f"| {lite / ceiling:.2f} | {pg / ceiling:.2f} |"
             )
-    print("\nClients' connections per worker, one split per round (the kernel spreads them)\n")
+    print("\nClients' connections per worker, one split per round (spread evenly first)\n")
     print("| output | server | splits |")
     print("|---|---|---|")
     for output, result in results.items():

@@ -7,7 +7,6 @@ handing it out.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import threading
@@ -248,36 +247,26 @@ class ExplainerService:
             raise ValidationError.for_field(
                 "audience", f"must be one of {list(AUDIENCES)}, not {audience!r}"
             )
-        archiving = archive and self.archive is not None
-        with self._expecting_an_append(archiving):
-            model = self.model(name, version)
-            rows = validate_instances(model.schema, [d.features for d in decisions])
-            frame = pd.DataFrame(rows, columns=model.schema.feature_names)
-            checks = self.review_checks if review_checks is None else review_checks
-            with model.encoding_once(frame):
-                explanations = self.explain_frame(
-                    model,
-                    frame,
-                    [d.customer_id for d in decisions],
-                    method=method,
-                    output=output,
-                    class_name=class_name,
-                    top_k=top_k,
-                )
-                explanations = self._check_quality(
-                    model, frame, explanations, method, output, checks
-                )
-            if audience == "customer":
-                explanations = [self._for_customer(model, e) for e in explanations]
-            if archiving:
-                explanations = self._archive(explanations, request_id)
+        model = self.model(name, version)
+        rows = validate_instances(model.schema, [d.features for d in decisions])
+        frame = pd.DataFrame(rows, columns=model.schema.feature_names)
+        checks = self.review_checks if review_checks is None else review_checks
+        with model.encoding_once(frame):
+            explanations = self.explain_frame(
+                model,
+                frame,
+                [d.customer_id for d in decisions],
+                method=method,
+                output=output,
+                class_name=class_name,
+                top_k=top_k,
+            )
+            explanations = self._check_quality(model, frame, explanations, method, output, checks)
+        if audience == "customer":
+            explanations = [self._for_customer(model, e) for e in explanations]
+        if archive and self.archive is not None:
+            explanations = self._archive(explanations, request_id)
         return explanations
-
-    def _expecting_an_append(self, archiving: bool) -> contextlib.AbstractContextManager[None]:
-        """Tells the archive that this thread will append (``Archive.expecting``)."""
-        if not archiving or self.archive is None:
-            return contextlib.nullcontext()
-        return self.archive.expecting()
 
     def explain_frame(
         self,

@@ -60,8 +60,6 @@ from ._writer import GroupCommitWriter
 
 Clock = Callable[[], datetime]
 MAX_BATCH = 500
-#: How long a commit waits for the appends announced as coming (``Archive.expecting``).
-GATHER_DELAY = 0.005
 MAX_PAGE = 1000
 MAX_TEXT = 5000
 _CURSOR_PREFIX = "s1:"
@@ -168,14 +166,6 @@ class Archive:
             return []
         return self._get_writer().submit(prepared)
 
-    @contextmanager
-    def expecting(self) -> Iterator[None]:
-        """Around computing what this thread then ``append``s: a commit starting meanwhile
-        waits for it, up to ``GATHER_DELAY`` (5 ms), so that it shares that commit. Under
-        load, this halved the transactions (and fsyncs) per explanation."""
-        with self._get_writer().expecting():
-            yield
-
     def _prepare(self, entry: ArchiveEntry, where: str) -> builtins.list[Prepared]:
         explanation = prepare_entry(entry, self._secrets, where)
         if entry.review_reason is None:
@@ -201,7 +191,6 @@ class Archive:
                     functools.partial(self._commit_batch, self._appender),
                     max_batch=MAX_BATCH,
                     wait_timeout=3 * self._timeout + 5,
-                    gather_delay=GATHER_DELAY,
                 )
             return self._writer
 

@@ -6,20 +6,13 @@ thread, and wakes each follower with its stored records or its error. Callers th
 meanwhile wait as followers; when the leader is done, the first of them leads the next batch.
 Alone, a caller commits without handing its records to another thread; under load, the
 callers of a batch share one transaction.
-
-A thread that will append once its explanation is computed says so first (``expecting``);
-a leader then waits for those still computing, up to ``gather_delay``, so that they share its
-commit instead of each paying one (PostgreSQL's ``commit_delay`` with ``commit_siblings``,
-here with the siblings known). A caller that nobody announced to be coming never waits.
 """
 
 from __future__ import annotations
 
 import collections
 import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from explainer.exceptions import ExplainerError, Unavailable
@@ -42,43 +35,17 @@ class _Pending:
 
 
 class GroupCommitWriter:
-    def __init__(
-        self,
-        commit: CommitBatch,
-        *,
-        max_batch: int,
-        wait_timeout: float,
-        gather_delay: float = 0.0,
-    ) -> None:
+    def __init__(self, commit: CommitBatch, *, max_batch: int, wait_timeout: float) -> None:
         self._commit = commit
         self._max_batch = max_batch
         self._wait_timeout = wait_timeout
-        self._gather_delay = gather_delay
         self._lock = threading.Lock()
         self._leader_done = threading.Condition(self._lock)
-        self._arrived = threading.Condition(self._lock)  # a caller expected has come, or not
         self._queue: collections.deque[_Pending] = collections.deque()
         self._leading = False  # invariant: the queue is empty unless a caller leads
         self._closed = False
-        self._coming = 0  # callers announced by ``expecting`` that have not submitted yet
-        self._announced = threading.local()  # this thread's announcements not yet submitted
         self.appended = 0
         self.commits = 0
-
-    @contextmanager
-    def expecting(self) -> Iterator[None]:
-        """Around work that this thread ends with a ``submit``: leaders wait for it."""
-        with self._lock:
-            self._coming += 1
-        self._announced.count = getattr(self._announced, "count", 0) + 1
-        try:
-            yield
-        finally:
-            if self._announced.count > 0:  # it never submitted (bad input, an error)
-                self._announced.count -= 1
-                with self._lock:
-                    self._coming -= 1
-                    self._arrived.notify_all()
 
     def submit(self, items: Sequence[Prepared]) -> list[Record]:
         """Block until ``items`` are committed; their stored public records."""
@@ -87,10 +54,6 @@ class GroupCommitWriter:
             if self._closed:
                 raise Unavailable("the archive is closed")
             self._queue.append(pending)
-            if getattr(self._announced, "count", 0) > 0:
-                self._announced.count -= 1
-                self._coming -= 1
-                self._arrived.notify_all()
             if not self._leading:
                 self._leading = pending.leads = True
         try:
@@ -156,7 +119,6 @@ class GroupCommitWriter:
         """Commit the batch at the head of the queue (the leader's own records are first),
         then hand the lead to the next caller queued, if any."""
         with self._lock:
-            self._gather()
             batch = [self._queue.popleft()]
             size = len(batch[0].items)
             while self._queue and size + len(self._queue[0].items) <= self._max_batch:
@@ -169,17 +131,6 @@ class GroupCommitWriter:
                 self._pass_lead()
             for pending in batch[1:]:
                 pending.wake.set()
-
-    def _gather(self) -> None:
-        """Under the lock: wait, up to ``gather_delay``, for the callers still computing."""
-        if self._coming == 0 or self._gather_delay <= 0:
-            return
-        deadline = time.monotonic() + self._gather_delay
-        while self._coming > 0:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            self._arrived.wait(left)
 
     def _commit_batch(self, batch: list[_Pending]) -> None:
         try:

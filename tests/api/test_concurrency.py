@@ -3,8 +3,6 @@ models, its explainers' caches and its archive writer. Answers must not depend o
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,11 +12,10 @@ import pytest
 from flask.testing import FlaskClient
 
 from explainer.api import create_app
-from explainer.archive import ArchiveStats, Secrets, _archive, open_archive
+from explainer.archive import Secrets, open_archive
 from explainer.config import Settings
 from explainer.keys import KeyRing
-from explainer.methods import AttributionBatch, ShapExplainer
-from explainer.service import Decision, ExplainerService
+from explainer.service import ExplainerService
 from model_store import FileSystemStore
 from tests.conftest import KEYS, auth, customers, features_of
 
@@ -102,46 +99,3 @@ def test_every_concurrent_explanation_is_archived_once_and_the_chain_verifies(
     assert sorted(archived) == sorted(served)
     verified = fresh_client.get("/v1/audit/verify", headers=auth("auditor")).get_json()
     assert verified["ok"] is True
-
-
-class HeldShap(ShapExplainer):
-    """SHAP that keeps the thread named "held" computing until ``release`` is set."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.computing, self.release = threading.Event(), threading.Event()
-
-    def explain(self, *args: Any, **kwargs: Any) -> AttributionBatch:
-        if threading.current_thread().name == "held":
-            self.computing.set()
-            assert self.release.wait(10)
-        return super().explain(*args, **kwargs)
-
-
-def test_an_explanation_still_computing_shares_the_commit_another_one_starts(
-    demo_service: ExplainerService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(_archive, "GATHER_DELAY", 10.0)  # the commit waits for it, however long
-    archive = open_archive(f"sqlite:///{tmp_path / 'archive.db'}", Secrets.generate())
-    shap = HeldShap()
-    service = ExplainerService(demo_service.store, archive=archive, explainers={"shap": shap})
-    service._models = demo_service._models  # the demo models, already loaded
-    names = service.model("churn").schema.feature_names
-    frame = customers("churn", 2)
-
-    def explain(i: int) -> None:
-        service.explain("churn", [Decision(features_of(frame, names, i), f"C-{i}")])
-
-    held = threading.Thread(target=explain, args=(0,), name="held")
-    held.start()
-    assert shap.computing.wait(10)
-    quick = threading.Thread(target=explain, args=(1,))
-    quick.start()
-    time.sleep(0.1)
-    assert archive.stats.appended == 0  # its commit waits for the one still computing
-    shap.release.set()
-    for thread in (held, quick):
-        thread.join(10)
-
-    assert archive.stats == ArchiveStats(appended=2, commits=1)
-    archive.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import threading
 import time
@@ -42,15 +41,8 @@ class FakeTransactions:
         return [[{"id": item} for item in group] for group in groups]
 
 
-def writer(
-    commit: FakeTransactions, wait_timeout: float = 10.0, gather_delay: float = 0.0
-) -> GroupCommitWriter:
-    return GroupCommitWriter(
-        commit,
-        max_batch=500,
-        wait_timeout=wait_timeout,
-        gather_delay=gather_delay,
-    )
+def writer(commit: FakeTransactions, wait_timeout: float = 10.0) -> GroupCommitWriter:
+    return GroupCommitWriter(commit, max_batch=500, wait_timeout=wait_timeout)  # type: ignore[arg-type]
 
 
 def appender(group_commit: GroupCommitWriter, outcomes: dict[str, Any]) -> Any:
@@ -240,96 +232,6 @@ def test_a_leader_interrupted_mid_commit_hands_the_lead_on() -> None:
     commit.fail_with = None
 
     assert group_commit.submit(["next"]) == [{"id": "next"}]
-
-
-class Coming:
-    """A caller announced as coming (``expecting``) that appends ``[name]`` when told to, or
-    gives up without appending."""
-
-    def __init__(self, group_commit: GroupCommitWriter, name: str) -> None:
-        self.announced, self.go, self.give_up = threading.Event(), threading.Event(), False
-        self.stored: Any = None
-        self._group_commit, self._name = group_commit, name
-        self.thread = threading.Thread(target=self._run, name=f"caller-{name}")
-        self.thread.start()
-        assert self.announced.wait(5)
-
-    def _run(self) -> None:
-        with contextlib.suppress(ValueError), self._group_commit.expecting():
-            self.announced.set()
-            self.go.wait(10)  # computing its explanation
-            if self.give_up:
-                raise ValueError("bad input: nothing to append")
-            self.stored = self._group_commit.submit([self._name])
-
-    def finish(self, *, give_up: bool = False) -> None:
-        self.give_up = give_up
-        self.go.set()
-        self.thread.join(10)
-
-
-def timed_submit(group_commit: GroupCommitWriter, name: str, out: dict[str, float]) -> None:
-    start = time.monotonic()
-    group_commit.submit([name])
-    out[name] = time.monotonic() - start
-
-
-def leading_while_one_is_coming(
-    gather_delay: float, coming_name: str
-) -> tuple[FakeTransactions, Coming, threading.Thread, dict[str, float]]:
-    """A caller announced as coming, and a leader that has queued ``["leader"]`` since."""
-    commit = FakeTransactions()
-    group_commit = writer(commit, gather_delay=gather_delay)
-    coming = Coming(group_commit, coming_name)
-    took: dict[str, float] = {}
-    [leader] = in_threads(timed_submit, [(group_commit, "leader", took)])
-    wait_until_queued(group_commit, 1)
-    return commit, coming, leader, took
-
-
-def test_a_leader_waits_for_a_caller_announced_as_coming_and_they_share_one_commit() -> None:
-    commit, coming, leader, took = leading_while_one_is_coming(10, "coming")
-
-    time.sleep(0.05)
-    assert commit.batches == []  # the leader waits for the caller still computing
-    coming.finish()
-    leader.join(10)
-
-    assert commit.batches == [[["leader"], ["coming"]]]
-    assert coming.stored == [{"id": "coming"}]
-    assert took["leader"] < 5
-
-
-def test_a_leader_waits_for_callers_coming_no_longer_than_the_gather_delay() -> None:
-    commit, coming, leader, took = leading_while_one_is_coming(0.2, "slow")
-
-    leader.join(10)
-    coming.finish()
-
-    assert 0.2 <= took["leader"] < 5
-    assert commit.batches == [[["leader"]], [["slow"]]]
-
-
-def test_a_caller_announced_as_coming_that_gives_up_releases_the_leader_at_once() -> None:
-    commit, coming, leader, took = leading_while_one_is_coming(10, "gives-up")
-
-    coming.finish(give_up=True)
-    leader.join(10)
-
-    assert commit.batches == [[["leader"]]]
-    assert took["leader"] < 5
-
-
-def test_a_caller_that_only_announced_itself_commits_without_waiting() -> None:
-    commit = FakeTransactions()
-    group_commit = writer(commit, gather_delay=10)
-    start = time.monotonic()
-
-    with group_commit.expecting():
-        assert group_commit.submit(["alone"]) == [{"id": "alone"}]
-    assert group_commit.submit(["unannounced"]) == [{"id": "unannounced"}]
-
-    assert time.monotonic() - start < 5
 
 
 def raise_in_thread(thread: threading.Thread, exc_type: type[BaseException]) -> None:

@@ -11,8 +11,8 @@ On SQLite the writer's connection commits without an fsync (``synchronous = NORM
 syncs the write-ahead log once it has released the writers' lock, before any caller hears of
 the commit (``WalSync``). The commit is then as durable as with ``synchronous = FULL`` when its
 explanations are answered, but the next writer (another worker) no longer waits through this
-one's fsync and its wake-up after it, which under load held the lock 1.7 ms (median) instead of
-0.2 ms.
+one's fsync and its wake-up after it, which under load held the lock 1.1-2.3 ms (median)
+instead of 0.2 ms.
 """
 
 from __future__ import annotations

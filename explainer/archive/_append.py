@@ -92,12 +92,17 @@ class Appender:
         self._driver_error: type[DBAPIModule.Error] = engine.dialect.loaded_dbapi.Error
         self._conn: PoolProxiedConnection | None = None
         self._wal: WalSync | None = None  # SQLite: set with the connection
+        #: Why a commit could not be made durable; then no write may build on it (see append).
+        self.not_durable: str | None = None
 
     def append(self, items: Sequence[Prepared], now: str) -> list[Record]:
         """Chain ``items`` after the head and commit them; their stored public records.
         DuplicateKey when an id or seq is taken, Unavailable when the archive cannot be
         written (either way nothing was written) or when a SQLite commit cannot be made
-        durable (then it may be stored, and is never answered as archived)."""
+        durable (then it may be stored, and is never answered as archived). After that, every
+        append is Unavailable: the kernel may have dropped the unsynced pages, and a commit
+        chained after them would be lost with them, answered or not (PostgreSQL stops too)."""
+        self.check_durable()
         with writers_queue(self._engine):
             try:
                 stored = self._transaction(items, now)
@@ -108,8 +113,20 @@ class Appender:
                     raise DuplicateKey(f"the archive refused a duplicate key: {reason}") from exc
                 raise Unavailable(f"the archive cannot be written: {reason}") from exc
         if self._wal is not None:
-            self._wal.sync()  # after the writers' lock; before any caller hears of the commit
+            try:  # after the writers' lock; before any caller hears of the commit
+                self._wal.sync()
+            except Unavailable as exc:
+                self.not_durable = exc.message
+                raise
         return stored
+
+    def check_durable(self) -> None:
+        """Unavailable once a commit could not be made durable."""
+        if self.not_durable is not None:
+            raise Unavailable(
+                f"the archive takes no more writes: {self.not_durable}; restart the service "
+                "once the disk is sound"
+            )
 
     def close(self) -> None:
         self._discard()  # not back to the pool: it commits without syncing
@@ -216,8 +233,13 @@ class WalSync:
         self._fd: int | None = None
 
     @classmethod
-    def for_connection(cls, connection: Any) -> WalSync:
-        """Switch ``connection`` (sqlite3, in WAL mode) to commit without syncing."""
+    def for_connection(cls, connection: Any) -> WalSync | None:
+        """Switch ``connection`` (sqlite3) to commit without syncing, and sync its log after
+        each commit; None (it keeps ``synchronous = FULL``) where there is no write-ahead log
+        or no ``fdatasync`` (macOS, Windows)."""
+        mode = connection.execute("PRAGMA journal_mode").fetchone()[0]
+        if str(mode).lower() != "wal" or not hasattr(os, "fdatasync"):
+            return None
         connection.execute("PRAGMA synchronous = NORMAL")
         database = connection.execute("PRAGMA database_list").fetchone()[2]
         return cls(f"{database}-wal")

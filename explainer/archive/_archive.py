@@ -420,6 +420,8 @@ class Archive:
     def _write(self) -> Iterator[Connection]:
         if self._closed:
             raise Unavailable("the archive is closed")
+        if self._appender is not None:
+            self._appender.check_durable()
         with transaction(self._engine, write=True) as conn:
             yield conn
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +14,9 @@ from pathlib import Path
 import pytest
 
 from explainer.archive import Secrets, open_archive
-from explainer.archive._append import WalSync
+from explainer.archive._append import Appender, WalSync
+from explainer.archive._chain import prepare_entry
+from explainer.archive._db import create_archive_engine
 from explainer.exceptions import Unavailable
 
 from .conftest import explanation_entry
@@ -72,16 +75,48 @@ def test_an_append_returns_once_the_log_is_synced_after_the_writers_lock(
         assert archive.get(stored["id"])["id"] == stored["id"]
 
 
-def test_a_log_that_cannot_be_synced_leaves_the_append_unavailable(
+def test_after_a_log_that_cannot_be_synced_the_archive_takes_no_more_writes(
     tmp_path: Path, spy: SyncSpy
 ) -> None:
     spy.error = errno.EIO
+    with open_archive(f"sqlite:///{tmp_path / 'archive.db'}", Secrets.generate()) as archive:
+        with pytest.raises(Unavailable, match="could not be made durable: Input/output error"):
+            archive.append([explanation_entry("C-1")])
+        spy.error = None  # the disk answers again, but the unsynced pages may be gone
+
+        with pytest.raises(Unavailable, match=r"takes no more writes: .* restart the service"):
+            archive.append([explanation_entry("C-2")])
+        with pytest.raises(Unavailable, match="takes no more writes"):
+            archive.erase_subject("C-1")
+        assert not archive.writable()
+        assert len(spy.calls) == 1  # nothing was committed after the failed sync
+
+
+def test_the_writers_unsynced_connection_never_goes_back_to_the_pool(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'archive.db'}"
-    with (
-        open_archive(url, Secrets.generate()) as archive,
-        pytest.raises(Unavailable, match="could not be made durable: Input/output error"),
-    ):
-        archive.append([explanation_entry("C-1")])
+    secrets = Secrets.generate()
+    open_archive(url, secrets).close()  # creates the schema
+    engine = create_archive_engine(url, timeout=5)
+    appender = Appender(engine)
+    appender.append([prepare_entry(explanation_entry("C-1"), secrets, "e")], "2026-12-03T00:00Z")
+
+    appender.close()
+
+    for _ in range(3):  # the pool hands out its most recently returned connection first
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+    engine.dispose()
+
+
+def test_a_connection_without_a_write_ahead_log_keeps_syncing_its_commits(
+    tmp_path: Path,
+) -> None:
+    connection = sqlite3.connect(tmp_path / "rollback-journal.db")
+    connection.execute("PRAGMA synchronous = FULL")
+
+    assert WalSync.for_connection(connection) is None
+    assert connection.execute("PRAGMA synchronous").fetchone()[0] == 2
+    connection.close()
 
 
 def test_the_sync_follows_the_log_file_sqlite_made_anew(tmp_path: Path, spy: SyncSpy) -> None:

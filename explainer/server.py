@@ -8,7 +8,7 @@ Workers are threaded (``gthread``): while one request waits for the archive's co
 (an ``fsync``), the worker's other threads go on computing their explanations, and records
 that reach the archive together share one transaction (group commit). With one
 thread per worker, the worker would idle through every commit. Several workers each listen
-on a socket of their own (``_listen_options``).
+on a socket of their own (``_claim_port``).
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def run_server(
     echo: Callable[[str], None],
     threads: int = DEFAULT_THREADS,
 ) -> None:
-    listen = _listen_options(host, port, workers)
+    listen, port_claim = _claim_port(host, port, workers)
     _share_metrics_between_workers(settings, workers)  # before prometheus_client is imported
     from gunicorn.app.base import BaseApplication
 
@@ -119,42 +119,63 @@ def run_server(
         f"crm-explain listening on http://{host}:{port} with {workers} worker(s) "
         f"x {threads} thread(s)"
     )
-    Server().run()
+    try:
+        Server().run()
+    finally:
+        if port_claim is not None:
+            port_claim.close()
 
 
-def _listen_options(host: str, port: int, workers: int) -> dict[str, Any]:
-    """Several workers each listen on a socket of their own (SO_REUSEPORT), so that the kernel
+def _claim_port(host: str, port: int, workers: int) -> tuple[dict[str, Any], socket.socket | None]:
+    """gunicorn's listening options, and a socket that keeps the port until the workers listen.
+
+    Several workers each listen on a socket of their own (SO_REUSEPORT), so that the kernel
     spreads new connections evenly over them. On one shared socket the worker that wins the
     race accepts most of them: a few kept-alive clients (a CRM backend's connection pool) then
     all land on one worker, whose Python runs on about one core (8 clients, 2 workers: one
-    worker took all 8 connections or 7 of them in most rounds; see docs/benchmarks.md).
-    A second server would share such a port silently instead of failing, so it is checked
-    first. Port 0 (any free port) would give each worker a port of its own: one socket then."""
-    if workers < 2 or port == 0 or not hasattr(socket, "SO_REUSEPORT"):
-        return {}
-    _refuse_taken_port(host, port)
-    return {"reuse_port": True}
-
-
-def _refuse_taken_port(host: str, port: int) -> None:
+    worker took all 8 connections or 7 of them in most rounds; see docs/benchmarks.md). The
+    workers bind after the models load, and a port shared that way would let a second server
+    in silently, so the port is checked first (for any number of workers) and then held by a
+    bound socket that never listens: one that shares ports only with this server's workers.
+    A worker that stops drops the connections still queued on its socket. Port 0 (any free
+    port) would give each worker a port of its own: one shared socket then."""
+    if port == 0:
+        return {}, None
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
+        _bind(host, port, socket.SO_REUSEADDR).close()  # as gunicorn binds: past TIME_WAIT
     except socket.gaierror as exc:
         raise ValidationError.for_field("host", f"{host!r} cannot be resolved") from exc
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds
-        try:
-            probe.bind(address)
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise ValidationError.for_field(
-                    "port", f"{port} on {host} is in use by another server"
-                ) from exc
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
             raise ValidationError.for_field(
-                "host", f"cannot listen on {host}:{port} ({exc.strerror})"
+                "port", f"{port} on {host} is in use by another server"
             ) from exc
+        raise ValidationError.for_field(
+            "host", f"cannot listen on {host}:{port} ({exc.strerror})"
+        ) from exc
+    if workers < 2 or not hasattr(socket, "SO_REUSEPORT"):
+        return {}, None
+    try:  # without SO_REUSEADDR, which would let any server bind beside a socket not listening
+        claim: socket.socket | None = _bind(host, port, socket.SO_REUSEPORT)
+    except OSError:  # only an earlier server's connections in TIME_WAIT: the workers bind anyway
+        claim = None
+    return {"reuse_port": True}, claim
+
+
+def _bind(host: str, port: int, option: int) -> socket.socket:
+    """A socket with ``option`` set, bound (not listening) to ``host:port`` as gunicorn binds
+    it: IPv6 for an IPv6 literal, else IPv4."""
+    from gunicorn.util import is_ipv6
+
+    address = host.strip("[]")
+    bound = socket.socket(socket.AF_INET6 if is_ipv6(address) else socket.AF_INET)
+    try:
+        bound.setsockopt(socket.SOL_SOCKET, option, 1)
+        bound.bind((address, port))
+    except OSError:
+        bound.close()
+        raise
+    return bound
 
 
 def _share_metrics_between_workers(settings: Settings, workers: int) -> None:

@@ -67,11 +67,8 @@ class Server:
             self.process.stdout.close()
 
 
-def start_server(home: Path, *, workers: int = 2, env: dict[str, str] | None = None) -> Server:
-    port = free_port()
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("CRM_EXPLAIN_")}
-    environ |= {"CRM_EXPLAIN_HOME": str(home), **(env or {})}
-    command = [
+def serve_command(port: int, workers: int) -> list[str]:
+    return [
         sys.executable,
         "-m",
         "explainer.cli",
@@ -81,9 +78,19 @@ def start_server(home: Path, *, workers: int = 2, env: dict[str, str] | None = N
         "--workers",
         str(workers),
     ]
+
+
+def server_environment(home: Path, env: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment without CRM_EXPLAIN_* settings, then ``home`` and ``env``."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("CRM_EXPLAIN_")}
+    return environ | {"CRM_EXPLAIN_HOME": str(home), **(env or {})}
+
+
+def start_server(home: Path, *, workers: int = 2, env: dict[str, str] | None = None) -> Server:
+    port = free_port()
     process = subprocess.Popen(
-        command,
-        env=environ,
+        serve_command(port, workers),
+        env=server_environment(home, env),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -5,7 +5,6 @@ fastest worker taking them; a port another server holds is refused before anythi
 from __future__ import annotations
 
 import http.client
-import os
 import socket
 import subprocess
 import sys
@@ -25,6 +24,8 @@ from tests._server import (
     Server,
     connections_per_worker,
     free_port,
+    serve_command,
+    server_environment,
     socket_inodes,
     start_server,
     tcp_sockets,
@@ -99,19 +100,9 @@ def test_a_port_another_server_holds_is_refused_before_anything_loads(
 ) -> None:
     port = free_port()
     with socket.create_server(("127.0.0.1", port)):
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CRM_EXPLAIN_")}
         result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "explainer.cli",
-                "serve",
-                "--port",
-                str(port),
-                "--workers",
-                str(workers),
-            ],
-            env=env | {"CRM_EXPLAIN_HOME": str(tmp_path / "home")},
+            serve_command(port, workers),
+            env=server_environment(tmp_path / "home"),
             capture_output=True,
             text=True,
             timeout=120,

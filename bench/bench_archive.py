@@ -37,7 +37,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests._server import connections_per_worker, free_port
+from tests._server import connections_per_worker, free_port, workers_of
 
 POSTGRES = os.environ.get(
     "CRM_EXPLAIN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -186,8 +186,7 @@ def _cpu_seconds(pid: int) -> float:
 def process_tree_cpu(pid: int) -> float:
     """CPU seconds of a gunicorn master and its workers."""
     try:
-        with open(f"/proc/{pid}/task/{pid}/children") as children:
-            workers = [int(child) for child in children.read().split()]
+        workers = workers_of(pid)
     except OSError:
         workers = []
     return sum(_cpu_seconds(p) for p in [pid, *workers])

@@ -231,6 +231,7 @@ class WalSync:
     def __init__(self, path: str) -> None:
         self._path = path
         self._fd: int | None = None
+        self._file: tuple[int, int] | None = None  # (device, inode) of the file _fd is open on
 
     @classmethod
     def for_connection(cls, connection: Any) -> WalSync | None:
@@ -256,16 +257,17 @@ class WalSync:
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
-            self._fd = None
+            self._fd = self._file = None
 
     def _open(self) -> int:
         """A descriptor of the log file at the path now: SQLite deletes the log when its last
         connection closes and makes a new one, so a kept descriptor is checked first."""
         now = os.stat(self._path)
         if self._fd is not None:
-            kept = os.fstat(self._fd)
-            if (kept.st_dev, kept.st_ino) == (now.st_dev, now.st_ino):
+            if self._file == (now.st_dev, now.st_ino):
                 return self._fd
             self.close()
         self._fd = os.open(self._path, os.O_RDONLY)
+        opened = os.fstat(self._fd)  # the file opened, even if the path changed since the stat
+        self._file = (opened.st_dev, opened.st_ino)
         return self._fd

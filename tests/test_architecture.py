@@ -29,7 +29,7 @@ LAYERS = [
         "explainer.quality",
         "explainer.logs",
     },
-    {"explainer.types", "explainer.exceptions", "explainer.config"},
+    {"explainer.types", "explainer.exceptions", "explainer.config", "explainer.group_runner"},
     {"model_store"},
 ]
 

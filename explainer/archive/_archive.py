@@ -25,6 +25,7 @@ from explainer.exceptions import (
     Unavailable,
     ValidationError,
 )
+from explainer.group_runner import GroupRunner
 
 from . import _cases, _retention
 from ._append import Appender
@@ -56,7 +57,6 @@ from ._types import (
     VerifyReport,
 )
 from ._verify import verify_archive
-from ._writer import GroupCommitWriter
 
 Clock = Callable[[], datetime]
 MAX_BATCH = 500
@@ -97,7 +97,7 @@ class Archive:
     """The tamper-evident archive of explanations and oversight events.
 
     Build it with ``open_archive``. Every method is thread-safe. Appends from many threads
-    are group-committed (``_writer``: one caller commits the batch of those waiting); other
+    are group-committed (``GroupRunner``: one caller commits the batch of those waiting); other
     writes (erasure, cases, prune) run in the calling thread; all of them serialise on the
     chain head, across processes too.
     """
@@ -108,7 +108,7 @@ class Archive:
         self._timeout = timeout
         self._clock = clock
         self._lock = threading.Lock()
-        self._writer: GroupCommitWriter | None = None
+        self._writer: GroupRunner[Sequence[Prepared], builtins.list[Record]] | None = None
         self._appender: Appender | None = None
         self._closed = False
         _live.add(self)
@@ -128,7 +128,7 @@ class Archive:
     @property
     def stats(self) -> ArchiveStats:
         writer = self._writer
-        return ArchiveStats(writer.appended, writer.commits) if writer else ArchiveStats(0, 0)
+        return ArchiveStats(writer.items_done, writer.batches_run) if writer else ArchiveStats(0, 0)
 
     def writable(self) -> bool:
         """True when the archive takes writes now (for /readyz): locks the chain head and
@@ -181,16 +181,18 @@ class Archive:
         )
         return [explanation, opened]
 
-    def _get_writer(self) -> GroupCommitWriter:
+    def _get_writer(self) -> GroupRunner[Sequence[Prepared], builtins.list[Record]]:
         with self._lock:
             if self._closed:
                 raise Unavailable("the archive is closed")
             if self._writer is None:  # made lazily: in the process that appends
                 self._appender = Appender(self._engine)
-                self._writer = GroupCommitWriter(
+                self._writer = GroupRunner(
                     functools.partial(self._commit_batch, self._appender),
                     max_batch=MAX_BATCH,
                     wait_timeout=3 * self._timeout + 5,
+                    name="the archive",
+                    work="write",
                 )
             return self._writer
 

@@ -1,4 +1,5 @@
-"""Group commit, leader and followers (``explainer.archive._writer``), on a fake transaction."""
+"""Leader and followers (``explainer.group_runner``), as the archive's group commit uses them,
+on a fake transaction."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from typing import Any
 
 import pytest
 
-from explainer.archive._writer import GroupCommitWriter
 from explainer.exceptions import ExplainerError, Unavailable
+from explainer.group_runner import GroupRunner
+
+GroupCommitWriter = GroupRunner[list[str], list[dict[str, str]]]
 
 
 class FakeTransactions:
@@ -42,7 +45,13 @@ class FakeTransactions:
 
 
 def writer(commit: FakeTransactions, wait_timeout: float = 10.0) -> GroupCommitWriter:
-    return GroupCommitWriter(commit, max_batch=500, wait_timeout=wait_timeout)  # type: ignore[arg-type]
+    return GroupRunner(
+        commit,  # type: ignore[arg-type]
+        max_batch=500,
+        wait_timeout=wait_timeout,
+        name="the archive",
+        work="write",
+    )
 
 
 def appender(group_commit: GroupCommitWriter, outcomes: dict[str, Any]) -> Any:
@@ -98,7 +107,7 @@ def test_callers_arriving_during_a_commit_share_the_next_one() -> None:
 
     assert commit.batches[0] == [["first"]]
     assert sorted(g[0] for g in commit.batches[1]) == [f"f{i}" for i in range(5)]
-    assert group_commit.commits == 2 and group_commit.appended == 6
+    assert group_commit.batches_run == 2 and group_commit.items_done == 6
     assert results == {name: [{"id": name}] for name in ["first", *(f"f{i}" for i in range(5))]}
     assert commit.threads[1].startswith("caller-f")  # a follower led the second batch
 
@@ -189,7 +198,7 @@ def test_a_caller_gives_up_on_a_commit_that_outlasts_twice_the_timeout() -> None
     outcomes = batch_of_b_and_c_held_open(seconds=1.0, wait_timeout=0.2)
 
     assert outcomes["b"] == [{"id": "b"}]  # the leader waits for its own commit
-    assert isinstance(outcomes["c"], Unavailable) and "may yet be stored" in str(outcomes["c"])
+    assert isinstance(outcomes["c"], Unavailable) and "may yet be done" in str(outcomes["c"])
 
 
 class Interrupted(BaseException):
@@ -240,3 +249,85 @@ def raise_in_thread(thread: threading.Thread, exc_type: type[BaseException]) -> 
         ctypes.c_ulong(thread.ident), ctypes.py_object(exc_type)
     )
     assert done == 1
+
+
+# -- the second stage: a batch finishes while the next one runs ---------------------------------
+
+
+class HeldFinish:
+    """A second stage that marks each result finished; ``hold`` keeps its first call open
+    until the returned event is set."""
+
+    def __init__(self) -> None:
+        self.started, self.release = threading.Event(), threading.Event()
+        self.batches: list[list[str]] = []
+        self.fail_with: Exception | None = None
+
+    def __call__(self, done: list[tuple[list[str], list[Any]]]) -> list[list[Any] | Exception]:
+        self.batches.append([item for items, _ in done for item in items])
+        self.started.set()
+        assert self.release.wait(10)
+        if self.fail_with is not None:
+            raise self.fail_with
+        return [[{**record, "finished": True} for record in result] for _, result in done]
+
+
+def pipeline(run: FakeTransactions, finish: HeldFinish) -> GroupCommitWriter:
+    return GroupRunner(
+        run,  # type: ignore[arg-type]
+        finish=finish,
+        max_batch=500,
+        wait_timeout=10.0,
+        name="the explainer",
+        work="explanation",
+    )
+
+
+def test_the_next_batch_runs_while_a_batch_finishes_and_callers_hear_after_both() -> None:
+    run, finish = FakeTransactions(), HeldFinish()
+    runner = pipeline(run, finish)
+    outcomes: dict[str, Any] = {}
+    append = appender(runner, outcomes)
+
+    [first] = in_threads(append, [("first",)])
+    assert finish.started.wait(5)  # "first" ran, and is being finished
+    [second] = in_threads(append, [("second",)])
+    assert run.started[1].wait(5)  # so "second" leads the next batch meanwhile
+    assert "first" not in outcomes  # not told before its batch is finished
+    finish.release.set()
+    for thread in (first, second):
+        thread.join(10)
+
+    assert outcomes == {name: [{"id": name, "finished": True}] for name in ("first", "second")}
+    assert finish.batches == [["first"], ["second"]]
+
+
+def test_a_failed_second_stage_fails_each_caller_of_its_batch_with_its_own_error() -> None:
+    run, finish = FakeTransactions(), HeldFinish()
+    runner = pipeline(run, finish)
+    finish.release.set()
+    finish.fail_with = Unavailable("disk full (simulated)")
+    outcomes: dict[str, Any] = {}
+
+    for thread in in_threads(appender(runner, outcomes), [(f"c{i}",) for i in range(3)]):
+        thread.join(10)
+
+    errors = list(outcomes.values())
+    assert len(errors) == 3 and all(isinstance(e, Unavailable) for e in errors)
+    assert len({id(e) for e in errors}) == 3
+
+
+def test_close_waits_for_a_batch_still_finishing() -> None:
+    run, finish = FakeTransactions(), HeldFinish()
+    runner = pipeline(run, finish)
+    [caller] = in_threads(runner.submit, [(["in-flight"],)])
+    assert finish.started.wait(5)
+
+    closer = threading.Thread(target=runner.close)
+    closer.start()
+    closer.join(0.2)
+    assert closer.is_alive()  # the lead was handed on, but the batch is not finished
+    finish.release.set()
+    closer.join(10)
+    caller.join(10)
+    assert not closer.is_alive()

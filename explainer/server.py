@@ -5,8 +5,9 @@ memory; each worker opens its own archive connections after the fork, since data
 connections do not survive one.
 
 Workers are threaded (``gthread``): while one request waits for the archive's commit
-(an ``fsync``), the worker's other threads go on computing their explanations, and records
-that reach the archive together share one transaction (group commit). With one
+(an ``fsync``), the worker's other threads go on computing their explanations; requests
+that wait while others are explained are explained together next (``ExplainerService``),
+and records that reach the archive together share one transaction (group commit). With one
 thread per worker, the worker would idle through every commit. Several workers each listen
 on a socket of their own (``_claim_port``).
 """

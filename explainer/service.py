@@ -7,7 +7,9 @@ handing it out.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import itertools
 import json
 import threading
 import uuid
@@ -28,6 +30,7 @@ from explainer.exceptions import (
     Unavailable,
     ValidationError,
 )
+from explainer.group_runner import GroupRunner
 from explainer.methods import (
     AttributionBatch,
     Explainer,
@@ -71,6 +74,8 @@ DEFAULT_THRESHOLD = 0.5
 #: Archived explanations a transparency report counts at most (the archive is paged through).
 LAST_AUDIT_SCAN = 10_000
 
+#: Rows of concurrent requests explained in one batch at most (one large request may be more).
+MAX_ROWS_TOGETHER = 64
 #: Rows a global importance is computed over at most.
 IMPORTANCE_ROWS = 1000
 #: Libraries whose versions every explanation records, so an auditor can replay it.
@@ -118,6 +123,9 @@ class ExplainerService:
         self._explainers = dict(explainers or build_explainers())
         self._new_id = new_id
         self._models: dict[tuple[str, int, str], PreparedModel] = {}
+        self._runners: dict[
+            tuple[str, int, str, _Options], GroupRunner[_Request, list[Explanation]]
+        ] = {}
         self._importances: dict[tuple[str, int, str, str, str], dict[str, Any]] = {}
         self._lock = threading.RLock()
         self.oversight = Oversight(self)
@@ -242,31 +250,97 @@ class ExplainerService:
         open a review case for each one that needs a human. ``audience="customer"`` adds at
         most four plain-language ``reasons`` and a rationale without model internals
         (``explainer.reasons``). ``review_checks`` (default: the service's setting) also
-        compares a SHAP explanation with LIME; a LIME one is always compared with SHAP."""
+        compares a SHAP explanation with LIME; a LIME one is always compared with SHAP.
+
+        Concurrent calls asking the same of one model version are explained in one batch when
+        each row's explanation depends on that row alone (exact SHAP): each call gets exactly
+        what it would get alone, at a share of the batch's fixed cost. A batch is archived in
+        one commit while the next one is explained."""
         if audience not in AUDIENCES:
             raise ValidationError.for_field(
                 "audience", f"must be one of {list(AUDIENCES)}, not {audience!r}"
             )
         model = self.model(name, version)
         rows = validate_instances(model.schema, [d.features for d in decisions])
-        frame = pd.DataFrame(rows, columns=model.schema.feature_names)
         checks = self.review_checks if review_checks is None else review_checks
+        options = _Options(method, output, class_name, top_k, audience, checks, archive)
+        request = _Request(rows, [d.customer_id for d in decisions], request_id)
+        if self._row_independent(model, options):
+            return self._runner(model, options).submit(request)
+        [explained] = self._compute(model, options, [request])
+        return self._archive([(request, explained)])[0] if archive else explained
+
+    def _row_independent(self, model: PreparedModel, options: _Options) -> bool:
+        compared = _compared_method(options.method, options.review_checks)
+        return all(
+            get_explainer(self._explainers, method).row_independent(model, options.output)
+            for method in [options.method, *([compared] if compared else [])]
+        )
+
+    def _runner(
+        self, model: PreparedModel, options: _Options
+    ) -> GroupRunner[_Request, list[Explanation]]:
+        """The runner that explains together the requests asking ``options`` of ``model``."""
+        key = (model.record.name, model.record.version, model.record.sha256, options)
+        with self._lock:
+            runner = self._runners.get(key)
+            if runner is None:
+                runner = self._runners[key] = GroupRunner(
+                    functools.partial(self._explain_together, model, options),
+                    # archived while the next batch is explained
+                    finish=self._archive if options.archive else None,
+                    max_batch=MAX_ROWS_TOGETHER,
+                    wait_timeout=None,  # the archive's commits have a timeout of their own
+                    name="the explainer",
+                    work="explanation",
+                )
+            return runner
+
+    def _explain_together(
+        self, model: PreparedModel, options: _Options, requests: list[_Request]
+    ) -> list[list[Explanation] | Exception]:
+        """One batch's explanations, not archived yet. Should explaining the batch fail, each
+        request is explained alone, so that one request's rows never fail another's."""
+        try:
+            return list(self._compute(model, options, requests))
+        except Exception:
+            if len(requests) == 1:
+                raise
+            return [self._compute_alone(model, options, request) for request in requests]
+
+    def _compute_alone(
+        self, model: PreparedModel, options: _Options, request: _Request
+    ) -> list[Explanation] | Exception:
+        try:
+            return self._compute(model, options, [request])[0]
+        except Exception as exc:
+            return exc
+
+    def _compute(
+        self, model: PreparedModel, options: _Options, requests: Sequence[_Request]
+    ) -> list[list[Explanation]]:
+        """The requests' explanations, quality-checked, not archived: in one frame."""
+        frame = pd.DataFrame(
+            [row for request in requests for row in request.rows],
+            columns=model.schema.feature_names,
+        )
         with model.encoding_once(frame):
             explanations = self.explain_frame(
                 model,
                 frame,
-                [d.customer_id for d in decisions],
-                method=method,
-                output=output,
-                class_name=class_name,
-                top_k=top_k,
+                [customer for request in requests for customer in request.customer_ids],
+                method=options.method,
+                output=options.output,
+                class_name=options.class_name,
+                top_k=options.top_k,
+                requests=[len(request) for request in requests],
             )
-            explanations = self._check_quality(model, frame, explanations, method, output, checks)
-        if audience == "customer":
+            explanations = self._check_quality(
+                model, frame, explanations, options.method, options.output, options.review_checks
+            )
+        if options.audience == "customer":
             explanations = [self._for_customer(model, e) for e in explanations]
-        if archive and self.archive is not None:
-            explanations = self._archive(explanations, request_id)
-        return explanations
+        return _split(explanations, [len(request) for request in requests])
 
     def explain_frame(
         self,
@@ -278,19 +352,33 @@ class ExplainerService:
         output: OutputSpace = "probability",
         class_name: str | None = None,
         top_k: int | None = None,
+        requests: Sequence[int] | None = None,
     ) -> list[Explanation]:
         """Explain already validated raw rows; nothing is archived here. ``top_k`` is how many
-        drivers the rationale names; the attributions always cover every raw feature."""
+        drivers the rationale names; the attributions always cover every raw feature.
+        ``requests`` splits the rows, in order, into the requests they came in (by default
+        one): each request's seed is drawn from its own rows, so several may be explained in
+        one call only by a row-independent explainer."""
         explainer = get_explainer(self._explainers, method)
+        parts = list(requests) if requests is not None else [len(frame)]
+        if sum(parts) != len(frame):
+            raise ValueError(f"requests of {parts} rows do not split {len(frame)} rows")
+        if len(parts) > 1 and not explainer.row_independent(model, output):
+            raise ValueError(f"{method} cannot explain several requests' rows in one call")
         with model.encoding_once(frame):
             proba = model.predict_proba(frame)
             class_indices = self._explained_classes(model, proba, class_name)
             # the rows as Python objects, read once (pandas converts them slowly): for the
-            # seed, then in schema order for the attributions
+            # seeds, then in schema order for the attributions
             objects = object_rows(frame)
-            seed = _seed_of_rows(model.record, objects, method, output, class_indices)
-            batch = explainer.explain(model, frame, class_indices, output, seed=seed)
-        meta = self._meta(model, method, output, seed, batch)
+            bounds = np.cumsum([0, *parts])
+            seeds = [
+                _seed_of_rows(model.record, objects[a:b], method, output, class_indices[a:b])
+                for a, b in itertools.pairwise(bounds)
+            ]
+            batch = explainer.explain(model, frame, class_indices, output, seed=seeds[0])
+        metas = [self._meta(model, method, output, seed, batch) for seed in seeds]
+        meta_of_row = np.repeat(np.arange(len(parts)), parts)
         values = _in_schema_order(objects, frame.columns, model.schema.feature_names)
         return [
             self._explanation(
@@ -303,7 +391,7 @@ class ExplainerService:
                 i,
                 method,
                 output,
-                self._row_meta(meta, batch, i),
+                self._row_meta(metas[meta_of_row[i]], batch, i),
                 top_k,
             )
             for i in range(len(frame))
@@ -505,7 +593,7 @@ class ExplainerService:
     ) -> list[Explanation]:
         """Merge the quality signals into each explanation; mark those needing review."""
         bounds = self.review_bounds
-        other: Method | None = "shap" if method == "lime" else ("lime" if review_checks else None)
+        other = _compared_method(method, review_checks)
         proba = model.predict_proba(frame)
         classes = np.array([model.class_index(e.explained_class) for e in explanations])
         batch, space = None, None
@@ -729,14 +817,15 @@ class ExplainerService:
         return meta if batch.row_meta is None else {**meta, **batch.row_meta[i]}
 
     def _archive(
-        self, explanations: list[Explanation], request_id: str | None
-    ) -> list[Explanation]:
-        """Archive the explanations; each one needing review opens a case, opened by
-        "system", in the same transaction."""
+        self, explained: Sequence[tuple[_Request, list[Explanation]]]
+    ) -> list[list[Explanation]]:
+        """Archive the explanations of each request, all in one commit; each one needing
+        review opens a case, opened by "system", in the same transaction."""
         from explainer.archive import ArchiveEntry
 
-        assert self.archive is not None
-        archived = [e.replace(archived=True) for e in explanations]
+        if self.archive is None:
+            return [explanations for _, explanations in explained]
+        archived = [[e.replace(archived=True) for e in group] for _, group in explained]
         entries = [
             ArchiveEntry(
                 kind="explanation",
@@ -746,11 +835,12 @@ class ExplainerService:
                 model_version=e.model.version,
                 model_sha256=e.model.sha256,
                 settings=dict(e.meta),
-                request_id=request_id,
+                request_id=request.request_id,
                 payload={**e.to_dict(), "inputs": {a.feature: a.value for a in e.attributions}},
                 review_reason=_review_reason(e),
             )
-            for e in archived
+            for (request, _), group in zip(explained, archived, strict=True)
+            for e in group
         ]
         stored = self.archive.append(entries)
         cases = {
@@ -758,7 +848,10 @@ class ExplainerService:
             for r in stored
             if r["kind"] == "case_opened"
         }
-        return [e if e.id not in cases else e.replace(review_case_id=cases[e.id]) for e in archived]
+        return [
+            [e if e.id not in cases else e.replace(review_case_id=cases[e.id]) for e in group]
+            for group in archived
+        ]
 
 
 class Oversight:
@@ -836,6 +929,44 @@ def parse_ref(ref: str) -> tuple[str, int | None]:
     if not version.isdigit():
         raise ValidationError.for_field("models", f"{ref!r} is not NAME@VERSION")
     return name, int(version)
+
+
+@dataclass(frozen=True)
+class _Options:
+    """What a request asks of its explanations besides its rows; requests asking the same of
+    one model version may be explained together."""
+
+    method: Method
+    output: OutputSpace
+    class_name: str | None
+    top_k: int | None
+    audience: Audience
+    review_checks: bool
+    archive: bool
+
+
+@dataclass(frozen=True)
+class _Request:
+    """One request's validated rows, whose decisions they are, and its id."""
+
+    rows: list[dict[str, Any]]
+    customer_ids: list[str | None]
+    request_id: str | None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def _compared_method(method: Method, review_checks: bool) -> Method | None:
+    """The method an explanation's drivers are compared with for its quality checks."""
+    if method == "lime":
+        return "shap"
+    return "lime" if review_checks else None
+
+
+def _split(items: list[Explanation], sizes: Sequence[int]) -> list[list[Explanation]]:
+    bounds = list(itertools.accumulate(sizes, initial=0))
+    return [items[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 def request_seed(

@@ -43,6 +43,12 @@ class Explainer(Protocol):
         """Explain each row of ``frame`` (raw features) for its class in ``class_indices``."""
         ...
 
+    def row_independent(self, model: PreparedModel, output: OutputSpace) -> bool:
+        """Whether each row's explanation depends on that row alone, neither on the rows
+        explained with it nor on the seed: then rows of several requests may be explained in
+        one call, each getting what it would get alone."""
+        ...
+
 
 def additivity_errors(batch_values: np.ndarray, base: np.ndarray, scores: np.ndarray) -> np.ndarray:
     return np.asarray(np.abs(base + batch_values.sum(axis=1) - scores))

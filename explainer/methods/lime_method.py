@@ -292,6 +292,10 @@ class LimeExplainer:
             row_meta=[{"num_samples": n} for n in used],
         )
 
+    def row_independent(self, model: PreparedModel, output: OutputSpace) -> bool:
+        """Never: every row of a request is sampled with the request's seed."""
+        return False
+
     @property
     def rule(self) -> str:
         """How the sample count was chosen, for the settings."""

@@ -135,6 +135,11 @@ class ShapExplainer:
             values=values, base_values=base, scores=scores, quality=quality, meta=meta
         )
 
+    def row_independent(self, model: PreparedModel, output: OutputSpace) -> bool:
+        """Every exact algorithm explains each row on its own; the fallback samples
+        coalitions with the request's seed."""
+        return plan_for(model, output) != "model_agnostic"
+
     def _run(
         self,
         algorithm: Algorithm,

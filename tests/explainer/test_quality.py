@@ -144,6 +144,9 @@ class ScriptedLime:
         self.agree, self.r2, self.calls = agree, r2, 0
         self._shap = ShapExplainer()
 
+    def row_independent(self, model: PreparedModel, output: OutputSpace) -> bool:
+        return False
+
     def explain(
         self,
         model: PreparedModel,

@@ -1,0 +1,227 @@
+"""Concurrent requests for one model are explained in one batch, each getting exactly what it
+would get alone."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from explainer.archive import Secrets, open_archive
+from explainer.methods import AttributionBatch, LimeExplainer, PreparedModel, ShapExplainer
+from explainer.service import Decision, ExplainerService
+from explainer.types import Explanation, OutputSpace
+from tests.conftest import customers, features_of
+
+ROWS = customers("churn", 8, seed=31)
+
+
+class Held:
+    """Wraps an explainer: records the rows of each call, holds every call until released,
+    and fails any call that explains a row whose monthly charges are ``poison``."""
+
+    def __init__(self, inner: ShapExplainer | LimeExplainer) -> None:
+        self.inner, self.name = inner, inner.name
+        self.calls: list[int] = []
+        self.started, self.release = threading.Event(), threading.Event()
+        self.poison: object = None
+
+    def explain(
+        self,
+        model: PreparedModel,
+        frame: pd.DataFrame,
+        class_indices: np.ndarray,
+        output: OutputSpace,
+        *,
+        seed: int,
+    ) -> AttributionBatch:
+        self.calls.append(len(frame))
+        self.started.set()
+        assert self.release.wait(10)
+        if self.poison in frame["monthly_charges"].tolist():
+            raise RuntimeError("this row breaks the model")
+        return self.inner.explain(model, frame, class_indices, output, seed=seed)
+
+    def row_independent(self, model: PreparedModel, output: OutputSpace) -> bool:
+        return self.inner.row_independent(model, output)
+
+
+@pytest.fixture
+def held_service(demo_service: ExplainerService, tmp_path: Path) -> Iterator[ExplainerService]:
+    archive = open_archive(f"sqlite:///{tmp_path / 'archive.db'}", Secrets.generate())
+    service = ExplainerService(
+        demo_service.store,
+        archive=archive,
+        explainers={"shap": Held(ShapExplainer()), "lime": Held(LimeExplainer())},
+    )
+    service._models = demo_service._models  # share the verified, loaded models
+    yield service
+    service.close()
+
+
+def decision(i: int) -> Decision:
+    names = [c for c in ROWS.columns if c not in ("customer_id", "gender", "age_band", "churn")]
+    return Decision(features_of(ROWS, names, i), customer_id=f"C-{i}")
+
+
+def held(service: ExplainerService, method: str = "shap") -> Held:
+    explainer = service._explainers[method]
+    assert isinstance(explainer, Held)
+    return explainer
+
+
+def while_the_first_is_held(
+    service: ExplainerService,
+    first: Callable[[], Any],
+    others: list[Callable[[], Any]],
+    *,
+    queued: int | None = None,
+    calls: int = 1,
+) -> dict[int, Any]:
+    """Runs ``first`` until its explainer call starts and holds it there; runs ``others``
+    meanwhile, each in a thread, until ``queued`` of them (default: all) wait to be explained
+    and ``calls`` explainer calls are held; then lets all of them finish. Their outcomes
+    (results or errors) by position, ``first`` at -1."""
+    outcomes: dict[int, Any] = {}
+
+    def run(position: int, call: Callable[[], Any]) -> None:
+        try:
+            outcomes[position] = call()
+        except Exception as exc:
+            outcomes[position] = exc
+
+    explainer = held(service)
+    leader = threading.Thread(target=run, args=(-1, first))
+    leader.start()
+    assert explainer.started.wait(10)
+    threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate(others)]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: queued_requests(service) == (len(others) if queued is None else queued))
+    wait_until(lambda: len(explainer.calls) == calls)
+    explainer.release.set()
+    for thread in [leader, *threads]:
+        thread.join(20)
+    return outcomes
+
+
+def queued_requests(service: ExplainerService) -> int:
+    return sum(len(runner._queue) for runner in service._runners.values())
+
+
+def wait_until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, "the requests never got there"
+        time.sleep(0.001)
+
+
+def three_behind_a_held_one(service: ExplainerService) -> dict[int, Any]:
+    """Request ``r-0`` explains decision 0 and is held; ``r-1`` to ``r-3`` wait meanwhile."""
+    explain = service.explain
+    return while_the_first_is_held(
+        service,
+        lambda: explain("churn", [decision(0)], request_id="r-0"),
+        [partial(explain, "churn", [decision(i)], request_id=f"r-{i}") for i in (1, 2, 3)],
+    )
+
+
+def comparable(explanation: Explanation) -> dict[str, Any]:
+    """Everything an explanation says, but its fresh id."""
+    return {**explanation.to_dict(), "id": None}
+
+
+def test_requests_arriving_during_a_batch_are_explained_in_the_next_one_exactly_as_alone(
+    held_service: ExplainerService,
+) -> None:
+    outcomes = three_behind_a_held_one(held_service)
+
+    assert held(held_service).calls == [1, 3]  # the three waiting requests: one call
+    alone = {i: held_service.explain("churn", [decision(i)], archive=False)[0] for i in range(4)}
+    for position, i in [(-1, 0), (0, 1), (1, 2), (2, 3)]:
+        [together] = outcomes[position]
+        assert together.archived and together.customer_id == f"C-{i}"
+        assert comparable(together) == {**comparable(alone[i]), "archived": True}
+        assert together.meta["seed"] == alone[i].meta["seed"]  # each request's own seed
+
+
+def test_a_batch_is_archived_in_one_commit_each_record_with_its_own_request_id(
+    held_service: ExplainerService,
+) -> None:
+    outcomes = three_behind_a_held_one(held_service)
+
+    archive = held_service.archive
+    assert archive is not None
+    assert (archive.stats.appended, archive.stats.commits) == (4, 2)
+    records, _ = archive.list()
+    by_id = {r["id"]: r["request_id"] for r in records}
+    for position, i in [(-1, 0), (0, 1), (1, 2), (2, 3)]:
+        [explanation] = outcomes[position]
+        assert by_id[explanation.id] == f"r-{i}"
+    assert archive.verify().ok
+
+
+def test_only_requests_asking_the_same_of_the_same_model_share_a_batch(
+    held_service: ExplainerService,
+) -> None:
+    explain = held_service.explain
+    while_the_first_is_held(
+        held_service,
+        lambda: explain("churn", [decision(0)]),
+        [
+            lambda: explain("churn", [decision(1)]),
+            lambda: explain("churn", [decision(2)], output="log_odds"),
+            lambda: explain("churn", [decision(3)], top_k=2),
+            lambda: explain("churn", [decision(4)], output="log_odds"),
+            lambda: explain("churn", [decision(5)]),
+        ],
+        queued=3,  # 1 and 5 behind 0; 2 or 4 behind the other, which leads its own batch
+        calls=3,  # the leaders of 0, of the log-odds ones and of the top_k one
+    )
+
+    assert sorted(held(held_service).calls) == [1, 1, 1, 1, 2]  # 1 and 5 together
+
+
+def test_lime_requests_are_explained_alone_each_with_its_own_seed(
+    held_service: ExplainerService,
+) -> None:
+    explain = held_service.explain
+    lime = held(held_service, "lime")
+    lime.release.set()
+    held(held_service).release.set()  # SHAP checks LIME's drivers
+    for _ in range(3):
+        threads = [
+            threading.Thread(
+                target=explain, args=("churn", [decision(k)]), kwargs={"method": "lime"}
+            )
+            for k in range(3)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+
+    assert lime.calls and set(lime.calls) == {1}
+    assert not held_service._runners  # nothing ever waited to be explained together
+
+
+def test_a_request_whose_rows_fail_a_batch_fails_alone(held_service: ExplainerService) -> None:
+    explain = held_service.explain
+    held(held_service).poison = decision(2).features["monthly_charges"]
+    outcomes = while_the_first_is_held(
+        held_service,
+        lambda: explain("churn", [decision(0)]),
+        [partial(explain, "churn", [decision(i)]) for i in (1, 2, 3)],
+    )
+
+    assert held(held_service).calls == [1, 3, 1, 1, 1]  # the batch of three, then each alone
+    assert isinstance(outcomes[1], RuntimeError)
+    assert [e.customer_id for e in outcomes[0] + outcomes[2]] == ["C-1", "C-3"]
+    assert all(e.archived for e in outcomes[0] + outcomes[2])

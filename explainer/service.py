@@ -371,10 +371,9 @@ class ExplainerService:
             # the rows as Python objects, read once (pandas converts them slowly): for the
             # seeds, then in schema order for the attributions
             objects = object_rows(frame)
-            bounds = np.cumsum([0, *parts])
             seeds = [
                 _seed_of_rows(model.record, objects[a:b], method, output, class_indices[a:b])
-                for a, b in itertools.pairwise(bounds)
+                for a, b in _bounds(parts)
             ]
             batch = explainer.explain(model, frame, class_indices, output, seed=seeds[0])
         metas = [self._meta(model, method, output, seed, batch) for seed in seeds]
@@ -964,9 +963,13 @@ def _compared_method(method: Method, review_checks: bool) -> Method | None:
     return "lime" if review_checks else None
 
 
+def _bounds(sizes: Sequence[int]) -> list[tuple[int, int]]:
+    """(start, stop) of each of consecutive parts of ``sizes`` items."""
+    return list(itertools.pairwise(itertools.accumulate(sizes, initial=0)))
+
+
 def _split(items: list[Explanation], sizes: Sequence[int]) -> list[list[Explanation]]:
-    bounds = list(itertools.accumulate(sizes, initial=0))
-    return [items[a:b] for a, b in itertools.pairwise(bounds)]
+    return [items[a:b] for a, b in _bounds(sizes)]
 
 
 def request_seed(

@@ -159,10 +159,11 @@ class GroupRunner(Generic[Work, Result]):
                 with self._lock:
                     self._pass_lead()
                     self._finishing += finishing
-            if finishing and self._finish is not None:
-                try:
+            try:
+                if finishing and self._finish is not None:
                     outcomes = self._finished(self._finish, batch, outcomes)
-                finally:
+            finally:
+                if finishing:
                     with self._lock:
                         self._finishing -= 1
                         self._leader_done.notify_all()
@@ -187,26 +188,33 @@ class GroupRunner(Generic[Work, Result]):
         return [o if isinstance(o, Exception) else next(finished) for o in outcomes]
 
     def _outcomes(self, stage: RunBatch[Any, Result], work: list[Any]) -> list[Result | Exception]:
-        """One outcome per item of ``work``; when ``stage`` fails, each gets its own error."""
+        """One outcome per item of ``work``; when ``stage`` fails, each gets its own error
+        (a caller alone gets the error itself)."""
         try:
             return list(stage(work))
-        except Exception as exc:  # every caller in the batch gets its own error, chained
-            return [self._batch_error(exc) for _ in work]
+        except Exception as exc:
+            if len(work) == 1:
+                return [exc]
+            return [self._batch_error(exc) for _ in work]  # each its own, chained
 
     def _settle(
         self, batch: list[_Pending[Work, Result]], outcomes: list[Result | Exception]
     ) -> None:
-        self.batches_run += not all(isinstance(o, Exception) for o in outcomes)
+        done = 0
         for pending, outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, Exception):
                 pending.error = outcome
             else:
                 pending.result = outcome
-                self.items_done += len(pending.items)
+                done += len(pending.items)
             pending.done = True
+        with self._lock:  # leaders settle concurrently once batches finish in a second stage
+            self.items_done += done
+            self.batches_run += done > 0
 
     def _batch_error(self, exc: Exception) -> Exception:
-        """A copy of ``exc`` (its fields too) for one caller: each raises its own."""
+        """A shallow copy of ``exc`` (its message and fields) for one caller: each raises its
+        own."""
         error: Exception
         if isinstance(exc, ExplainerError):
             error = copy.copy(exc)

@@ -24,6 +24,7 @@ import pandas as pd
 
 from explainer.config import Settings
 from explainer.exceptions import (
+    Conflict,
     ExplainerError,
     FieldError,
     NotFound,
@@ -262,6 +263,7 @@ class ExplainerService:
             )
         model = self.model(name, version)
         rows = validate_instances(model.schema, [d.features for d in decisions])
+        _check_class(model, class_name)  # before it picks a runner: runners are kept
         checks = self.review_checks if review_checks is None else review_checks
         options = _Options(method, output, class_name, top_k, audience, checks, archive)
         request = _Request(rows, [d.customer_id for d in decisions], request_id)
@@ -288,7 +290,7 @@ class ExplainerService:
                 runner = self._runners[key] = GroupRunner(
                     functools.partial(self._explain_together, model, options),
                     # archived while the next batch is explained
-                    finish=self._archive if options.archive else None,
+                    finish=self._archive_together if options.archive else None,
                     max_batch=MAX_ROWS_TOGETHER,
                     wait_timeout=None,  # the archive's commits have a timeout of their own
                     name="the explainer",
@@ -316,14 +318,34 @@ class ExplainerService:
         except Exception as exc:
             return exc
 
+    def _archive_together(
+        self, explained: list[tuple[_Request, list[Explanation]]]
+    ) -> list[list[Explanation] | Exception]:
+        """Archive a batch in one commit. Should the archive refuse it for one request's
+        entries (nothing is stored then), each request is archived alone, so that one
+        request's entries never fail another's."""
+        try:
+            return list(self._archive(explained))
+        except (ValidationError, Conflict):
+            if len(explained) == 1:
+                raise
+        outcomes: list[list[Explanation] | Exception] = []
+        for item in explained:
+            try:
+                outcomes.append(self._archive([item])[0])
+            except ExplainerError as exc:
+                outcomes.append(exc)
+        return outcomes
+
     def _compute(
         self, model: PreparedModel, options: _Options, requests: Sequence[_Request]
     ) -> list[list[Explanation]]:
-        """The requests' explanations, quality-checked, not archived: in one frame."""
-        frame = pd.DataFrame(
-            [row for request in requests for row in request.rows],
-            columns=model.schema.feature_names,
-        )
+        """The requests' explanations, quality-checked, not archived: in one frame. Several
+        requests' frames are built apart too, for what is read from each as if alone (pandas
+        gives a column one type: a 3 beside another request's 3.5 would read back as 3.0)."""
+        names = model.schema.feature_names
+        alone = [pd.DataFrame(request.rows, columns=names) for request in requests]
+        frame = alone[0] if len(alone) == 1 else pd.concat(alone, ignore_index=True)
         with model.encoding_once(frame):
             explanations = self.explain_frame(
                 model,
@@ -333,7 +355,7 @@ class ExplainerService:
                 output=options.output,
                 class_name=options.class_name,
                 top_k=options.top_k,
-                requests=[len(request) for request in requests],
+                requests=alone if len(alone) > 1 else None,
             )
             explanations = self._check_quality(
                 model, frame, explanations, options.method, options.output, options.review_checks
@@ -352,15 +374,16 @@ class ExplainerService:
         output: OutputSpace = "probability",
         class_name: str | None = None,
         top_k: int | None = None,
-        requests: Sequence[int] | None = None,
+        requests: Sequence[pd.DataFrame] | None = None,
     ) -> list[Explanation]:
         """Explain already validated raw rows; nothing is archived here. ``top_k`` is how many
         drivers the rationale names; the attributions always cover every raw feature.
-        ``requests`` splits the rows, in order, into the requests they came in (by default
-        one): each request's seed is drawn from its own rows, so several may be explained in
+        ``requests`` are the frames of the requests whose rows ``frame`` holds, in order (by
+        default ``frame`` is one request's): each request's seed and attribution values are
+        read from its own frame, as if it came alone, so several requests may be explained in
         one call only by a row-independent explainer."""
         explainer = get_explainer(self._explainers, method)
-        parts = list(requests) if requests is not None else [len(frame)]
+        parts = [len(part) for part in requests] if requests is not None else [len(frame)]
         if sum(parts) != len(frame):
             raise ValueError(f"requests of {parts} rows do not split {len(frame)} rows")
         if len(parts) > 1 and not explainer.row_independent(model, output):
@@ -370,7 +393,11 @@ class ExplainerService:
             class_indices = self._explained_classes(model, proba, class_name)
             # the rows as Python objects, read once (pandas converts them slowly): for the
             # seeds, then in schema order for the attributions
-            objects = object_rows(frame)
+            objects = (
+                object_rows(frame)
+                if requests is None
+                else np.concatenate([object_rows(part) for part in requests])
+            )
             seeds = [
                 _seed_of_rows(model.record, objects[a:b], method, output, class_indices[a:b])
                 for a, b in _bounds(parts)
@@ -729,10 +756,7 @@ class ExplainerService:
         self, model: PreparedModel, proba: np.ndarray, class_name: str | None
     ) -> np.ndarray:
         if class_name is not None:
-            if class_name not in model.classes:
-                raise ValidationError.for_field(
-                    "class", f"must be one of {list(model.classes)}, not {class_name!r}"
-                )
+            _check_class(model, class_name)
             return np.full(len(proba), model.class_index(class_name))
         if len(model.classes) == 2:
             positive = model.schema.positive_class or model.classes[1]
@@ -954,6 +978,13 @@ class _Request:
 
     def __len__(self) -> int:
         return len(self.rows)
+
+
+def _check_class(model: PreparedModel, class_name: str | None) -> None:
+    if class_name is not None and class_name not in model.classes:
+        raise ValidationError.for_field(
+            "class", f"must be one of {list(model.classes)}, not {class_name!r}"
+        )
 
 
 def _compared_method(method: Method, review_checks: bool) -> Method | None:

@@ -283,23 +283,39 @@ def pipeline(run: FakeTransactions, finish: HeldFinish) -> GroupCommitWriter:
     )
 
 
+def two_behind_a_held_one(
+    run: FakeTransactions, runner: GroupCommitWriter, names: list[str], outcomes: dict[str, Any]
+) -> list[threading.Thread]:
+    """``names[0]`` runs alone and is held; the other two queue meanwhile, then the run goes on
+    (so they share the next batch). The callers' threads."""
+    append = appender(runner, outcomes)
+    first_run = run.hold(0)
+    threads = in_threads(append, [(names[0],)])
+    assert run.started[0].wait(5)
+    threads += in_threads(append, [(name,) for name in names[1:]])
+    wait_until_queued(runner, len(names) - 1)
+    first_run.set()
+    return threads
+
+
 def test_the_next_batch_runs_while_a_batch_finishes_and_callers_hear_after_both() -> None:
     run, finish = FakeTransactions(), HeldFinish()
     runner = pipeline(run, finish)
     outcomes: dict[str, Any] = {}
-    append = appender(runner, outcomes)
 
-    [first] = in_threads(append, [("first",)])
-    assert finish.started.wait(5)  # "first" ran, and is being finished
-    [second] = in_threads(append, [("second",)])
-    assert run.started[1].wait(5)  # so "second" leads the next batch meanwhile
-    assert "first" not in outcomes  # not told before its batch is finished
+    threads = two_behind_a_held_one(run, runner, ["x", "a", "b"], outcomes)
+    # "x" is being finished; meanwhile "a" leads a batch with "b", which runs and finishes too
+    deadline = time.monotonic() + 5
+    while len(finish.batches) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    assert finish.batches == [["x"], ["a", "b"]]
+    assert outcomes == {}  # neither the leaders nor the follower "b" told before the finish
     finish.release.set()
-    for thread in (first, second):
+    for thread in threads:
         thread.join(10)
 
-    assert outcomes == {name: [{"id": name, "finished": True}] for name in ("first", "second")}
-    assert finish.batches == [["first"], ["second"]]
+    assert outcomes == {name: [{"id": name, "finished": True}] for name in ("x", "a", "b")}
 
 
 def test_a_failed_second_stage_fails_each_caller_of_its_batch_with_its_own_error() -> None:
@@ -309,12 +325,13 @@ def test_a_failed_second_stage_fails_each_caller_of_its_batch_with_its_own_error
     finish.fail_with = Unavailable("disk full (simulated)")
     outcomes: dict[str, Any] = {}
 
-    for thread in in_threads(appender(runner, outcomes), [(f"c{i}",) for i in range(3)]):
+    for thread in two_behind_a_held_one(run, runner, ["c0", "c1", "c2"], outcomes):
         thread.join(10)
 
-    errors = list(outcomes.values())
-    assert len(errors) == 3 and all(isinstance(e, Unavailable) for e in errors)
-    assert len({id(e) for e in errors}) == 3
+    assert finish.batches == [["c0"], ["c1", "c2"]]
+    errors = [outcomes[name] for name in ("c0", "c1", "c2")]
+    assert all(isinstance(e, Unavailable) and "disk full" in str(e) for e in errors)
+    assert errors[1] is not errors[2]  # the two callers of one batch raise their own
 
 
 def test_close_waits_for_a_batch_still_finishing() -> None:

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from explainer.archive import Secrets, open_archive
+from explainer.exceptions import ValidationError
 from explainer.methods import AttributionBatch, LimeExplainer, PreparedModel, ShapExplainer
 from explainer.service import Decision, ExplainerService
 from explainer.types import Explanation, OutputSpace
@@ -113,7 +114,10 @@ def while_the_first_is_held(
 
 
 def queued_requests(service: ExplainerService) -> int:
-    return sum(len(runner._queue) for runner in service._runners.values())
+    """Requests waiting to be explained (a leader is queued too, until it takes its batch)."""
+    return sum(
+        not pending.leads for runner in service._runners.values() for pending in runner._queue
+    )
 
 
 def wait_until(condition: Callable[[], bool]) -> None:
@@ -222,6 +226,56 @@ def test_a_request_whose_rows_fail_a_batch_fails_alone(held_service: ExplainerSe
     )
 
     assert held(held_service).calls == [1, 3, 1, 1, 1]  # the batch of three, then each alone
-    assert isinstance(outcomes[1], RuntimeError)
+    assert isinstance(outcomes[1], RuntimeError) and "breaks the model" in str(outcomes[1])
     assert [e.customer_id for e in outcomes[0] + outcomes[2]] == ["C-1", "C-3"]
     assert all(e.archived for e in outcomes[0] + outcomes[2])
+
+
+def test_a_request_reads_its_own_values_whatever_its_batch_holds(
+    held_service: ExplainerService,
+) -> None:
+    """pandas gives a column one type: in a batch, 3 beside another request's 3.5 would read
+    back as 3.0, and change the request's seed and the values it reports."""
+    whole, fractional = decision(1), decision(2)
+    whole.features["tenure"], fractional.features["tenure"] = 3, 3.5  # type: ignore[index]
+    explain = held_service.explain
+    outcomes = while_the_first_is_held(
+        held_service,
+        lambda: explain("churn", [decision(0)]),
+        [partial(explain, "churn", [d]) for d in (whole, fractional)],
+    )
+
+    assert held(held_service).calls == [1, 2]
+    [together] = outcomes[0]
+    [alone] = explain("churn", [whole], archive=False)
+    tenure = next(a for a in together.attributions if a.feature == "tenure")
+    assert tenure.value == 3 and type(tenure.value) is int
+    assert comparable(together) == {**comparable(alone), "archived": True}
+
+
+def test_a_request_whose_entries_the_archive_refuses_fails_alone(
+    held_service: ExplainerService,
+) -> None:
+    explain = held_service.explain
+    unnamed = Decision(decision(2).features, customer_id="")  # the archive refuses it
+    outcomes = while_the_first_is_held(
+        held_service,
+        lambda: explain("churn", [decision(0)]),
+        [partial(explain, "churn", [decision(1)]), partial(explain, "churn", [unnamed])],
+    )
+
+    assert held(held_service).calls == [1, 2]  # explained together
+    assert isinstance(outcomes[1], ValidationError) and "customer_id" in str(outcomes[1])
+    [archived] = outcomes[0]
+    assert archived.archived and held_service.archive is not None
+    assert held_service.archive.get(archived.id)["id"] == archived.id
+
+
+def test_an_unknown_class_is_refused_before_any_batch_is_set_up(
+    held_service: ExplainerService,
+) -> None:
+    held(held_service).release.set()
+    with pytest.raises(ValidationError, match="class"):
+        held_service.explain("churn", [decision(0)], class_name="Maybe")
+
+    assert not held_service._runners

@@ -150,20 +150,19 @@ class GroupRunner(Generic[Work, Result]):
             while self._queue and size + len(self._queue[0].items) <= self._max_batch:
                 size += len(self._queue[0].items)
                 batch.append(self._queue.popleft())
-        finishing = False
+        finish = None  # the second stage, once the first has run
         try:
             try:
                 outcomes = self._outcomes(self._run, [pending.items for pending in batch])
-                finishing = self._finish is not None
+                finish = self._finish
             finally:
                 with self._lock:
                     self._pass_lead()
-                    self._finishing += finishing
-            try:
-                if finishing and self._finish is not None:
-                    outcomes = self._finished(self._finish, batch, outcomes)
-            finally:
-                if finishing:
+                    self._finishing += finish is not None
+            if finish is not None:
+                try:
+                    outcomes = self._finished(finish, batch, outcomes)
+                finally:
                     with self._lock:
                         self._finishing -= 1
                         self._leader_done.notify_all()

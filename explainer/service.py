@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
-from typing import IO, TYPE_CHECKING, Any, Literal
+from typing import IO, TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -69,6 +69,8 @@ if TYPE_CHECKING:
     from explainer.fairness import FairnessBounds
 
 Audience = Literal["agent", "customer"]
+_Item = TypeVar("_Item")
+_Outcome = TypeVar("_Outcome")
 AUDIENCES: tuple[Audience, ...] = ("agent", "customer")
 #: The decision threshold of a binary model whose card names none.
 DEFAULT_THRESHOLD = 0.5
@@ -303,20 +305,8 @@ class ExplainerService:
     ) -> list[list[Explanation] | Exception]:
         """One batch's explanations, not archived yet. Should explaining the batch fail, each
         request is explained alone, so that one request's rows never fail another's."""
-        try:
-            return list(self._compute(model, options, requests))
-        except Exception:
-            if len(requests) == 1:
-                raise
-            return [self._compute_alone(model, options, request) for request in requests]
-
-    def _compute_alone(
-        self, model: PreparedModel, options: _Options, request: _Request
-    ) -> list[Explanation] | Exception:
-        try:
-            return self._compute(model, options, [request])[0]
-        except Exception as exc:
-            return exc
+        compute = functools.partial(self._compute, model, options)
+        return _each_alone_on_failure(compute, requests, Exception)
 
     def _archive_together(
         self, explained: list[tuple[_Request, list[Explanation]]]
@@ -324,18 +314,7 @@ class ExplainerService:
         """Archive a batch in one commit. Should the archive refuse it for one request's
         entries (nothing is stored then), each request is archived alone, so that one
         request's entries never fail another's."""
-        try:
-            return list(self._archive(explained))
-        except (ValidationError, Conflict):
-            if len(explained) == 1:
-                raise
-        outcomes: list[list[Explanation] | Exception] = []
-        for item in explained:
-            try:
-                outcomes.append(self._archive([item])[0])
-            except ExplainerError as exc:
-                outcomes.append(exc)
-        return outcomes
+        return _each_alone_on_failure(self._archive, explained, (ValidationError, Conflict))
 
     def _compute(
         self, model: PreparedModel, options: _Options, requests: Sequence[_Request]
@@ -978,6 +957,27 @@ class _Request:
 
     def __len__(self) -> int:
         return len(self.rows)
+
+
+def _each_alone_on_failure(
+    stage: Callable[[Sequence[_Item]], Sequence[_Outcome]],
+    items: Sequence[_Item],
+    failure: type[Exception] | tuple[type[Exception], ...],
+) -> list[_Outcome | Exception]:
+    """``stage`` on ``items`` at once; should that raise ``failure`` for several items,
+    ``stage`` on each alone, each getting its result or its own error."""
+    try:
+        return list(stage(items))
+    except failure:
+        if len(items) == 1:
+            raise
+    outcomes: list[_Outcome | Exception] = []
+    for item in items:
+        try:
+            outcomes.append(stage([item])[0])
+        except Exception as exc:
+            outcomes.append(exc)
+    return outcomes
 
 
 def _check_class(model: PreparedModel, class_name: str | None) -> None:

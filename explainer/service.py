@@ -321,11 +321,12 @@ class ExplainerService:
     ) -> list[list[Explanation]]:
         """The requests' explanations, quality-checked, not archived: in one frame. Several
         requests' frames are built apart too, for what is read from each as if alone (pandas
-        gives a column one type: a 3 beside another request's 3.5 would read back as 3.0)."""
+        gives a column one type: a 3 beside another request's 3.5 would read back as 3.0),
+        and each request's rows are scored as if alone (``PreparedModel.encoding_once``)."""
         names = model.schema.feature_names
         alone = [pd.DataFrame(request.rows, columns=names) for request in requests]
         frame = alone[0] if len(alone) == 1 else pd.concat(alone, ignore_index=True)
-        with model.encoding_once(frame):
+        with model.encoding_once(frame, [len(request) for request in requests]):
             explanations = self.explain_frame(
                 model,
                 frame,
@@ -363,11 +364,9 @@ class ExplainerService:
         one call only by a row-independent explainer."""
         explainer = get_explainer(self._explainers, method)
         parts = [len(part) for part in requests] if requests is not None else [len(frame)]
-        if sum(parts) != len(frame):
-            raise ValueError(f"requests of {parts} rows do not split {len(frame)} rows")
         if len(parts) > 1 and not explainer.row_independent(model, output):
             raise ValueError(f"{method} cannot explain several requests' rows in one call")
-        with model.encoding_once(frame):
+        with model.encoding_once(frame, parts):  # each request's rows scored as if alone
             proba = model.predict_proba(frame)
             class_indices = self._explained_classes(model, proba, class_name)
             # the rows as Python objects, read once (pandas converts them slowly): for the

@@ -9,8 +9,10 @@ Speed without approximation:
 * a ColumnTransformer of one-hot encoders, standard scalers and passthrough columns is replayed
   with numpy (``FastEncoder``); it is used only after it reproduced scikit-learn's output bit for
   bit on the background sample, and any row it cannot encode goes through scikit-learn;
-* one request encodes its rows once (``PreparedModel.encoding_once``): the prediction, the
-  attributions, the score and the quality checks share the read-only matrix;
+* one request encodes and scores its rows once (``PreparedModel.encoding_once``): the
+  prediction, the attributions, the score and the quality checks share the read-only matrix
+  and probabilities; a frame holding several requests is scored request by request where the
+  model's arithmetic depends on how many rows come together (a linear model's BLAS sums);
 * XGBoost margins come from ``inplace_predict`` (no DMatrix; bit-identical), remembered for the
   last few inputs so one request never scores the same rows twice;
 * ``xgb_contributions(..., algorithm="fast")`` is exact path-dependent TreeSHAP computed from
@@ -29,7 +31,7 @@ import math
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -105,8 +107,11 @@ class _Encoding:
 
     model: PreparedModel
     frame: pd.DataFrame
+    #: How many rows each request in the frame has, in order.
+    request_rows: tuple[int, ...]
     encoded: np.ndarray | None = None
     objects: np.ndarray | None = None
+    proba: np.ndarray | None = None
 
 
 _ENCODING: ContextVar[_Encoding | None] = ContextVar("crm_explain_encoding", default=None)
@@ -155,15 +160,25 @@ class PreparedModel:
         return FastEncoder.compile(self._encoder, self.background.iloc[:MAPPING_ROWS], self.schema)
 
     @contextmanager
-    def encoding_once(self, frame: pd.DataFrame) -> Iterator[None]:
-        """Within the block, ``transform`` and ``object_rows`` of this very frame object are
-        computed once and shared (read-only) by the prediction, the attributions, the seed and
-        the score of one request. The caller promises not to change the frame inside the block."""
+    def encoding_once(
+        self, frame: pd.DataFrame, request_rows: Sequence[int] | None = None
+    ) -> Iterator[None]:
+        """Within the block, ``transform``, ``predict_proba`` and ``object_rows`` of this very
+        frame object are computed once and shared (read-only) by the prediction, the
+        attributions, the seed and the score. ``request_rows`` says how many rows each request
+        in the frame has (by default the frame is one request's): each request's rows are
+        scored as they would be alone. The caller promises not to change the frame inside the
+        block."""
+        rows = tuple(request_rows) if request_rows is not None else (len(frame),)
+        if sum(rows) != len(frame):
+            raise ValueError(f"requests of {list(rows)} rows do not split {len(frame)} rows")
         current = _ENCODING.get()
         if current is not None and current.model is self and current.frame is frame:
+            if current.request_rows != rows:
+                raise ValueError("an enclosing block splits this frame into other requests")
             yield  # an enclosing block already remembers this frame
             return
-        token = _ENCODING.set(_Encoding(self, frame))
+        token = _ENCODING.set(_Encoding(self, frame, rows))
         try:
             yield
         finally:
@@ -264,6 +279,39 @@ class PreparedModel:
 
     # -- scores -----------------------------------------------------------------------
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        """Class probabilities (n, classes); within ``encoding_once`` of this frame, computed
+        once, request by request, and read-only."""
+        remembered = _ENCODING.get()
+        if remembered is None or remembered.model is not self or remembered.frame is not frame:
+            return self._predict_proba(frame)
+        if remembered.proba is None:
+            proba = self._predict_proba_by_request(frame, remembered.request_rows)
+            proba.setflags(write=False)
+            remembered.proba = proba
+        return remembered.proba
+
+    @property
+    def scores_row_by_row(self) -> bool:
+        """Whether a row's score takes the same operations whatever rows are scored with it:
+        a tree ensemble sums its trees' leaves row by row, while a linear model's dot products
+        go through BLAS, whose order of summation (and so the last bit) depends on how many
+        rows are multiplied together."""
+        return self.family in ("xgboost", "sklearn_forest", "sklearn_boosting")
+
+    def _predict_proba_by_request(
+        self, frame: pd.DataFrame, request_rows: tuple[int, ...]
+    ) -> np.ndarray:
+        """Each request's probabilities, bit for bit what they would be if it came alone."""
+        if len(request_rows) == 1 or self.scores_row_by_row:
+            return self._predict_proba(frame)
+        requests = _row_slices(request_rows)
+        if self._final_takes_encoded:
+            # each request's rows copied out, so BLAS sees what it would see for them alone
+            encoded = self.transform(frame)
+            return np.concatenate([self._proba_of_encoded(encoded[s].copy()) for s in requests])
+        return np.concatenate([self._predict_proba(frame.iloc[s]) for s in requests])
+
+    def _predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         if self.family == "xgboost":
             # from XGBoost's margin in float64, so that log-odds and probability agree exactly
             margins = self.xgb_margins(self.transform(frame))
@@ -1188,6 +1236,11 @@ def to_output(probability: np.ndarray, output: OutputSpace) -> np.ndarray:
         return probability
     clipped = np.clip(probability, LOGIT_EPS, 1 - LOGIT_EPS)
     return np.asarray(np.log(clipped) - np.log1p(-clipped))
+
+
+def _row_slices(counts: Sequence[int]) -> list[slice]:
+    ends = np.cumsum(counts)
+    return [slice(int(end - n), int(end)) for end, n in zip(ends, counts, strict=True)]
 
 
 def _softmax_or_sigmoid(margins: np.ndarray) -> np.ndarray:

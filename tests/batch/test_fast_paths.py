@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import xgboost
+from sklearn.base import clone
 
 from explainer.methods import PreparedModel, _model
 from explainer.service import ExplainerService
@@ -253,6 +254,62 @@ def test_remembered_object_rows_are_read_only_and_only_for_that_frame(
         assert _model.object_rows(frame.copy()) is not first
     assert _model.object_rows(frame) is not first
     assert np.array_equal(_model.object_rows(frame), frame.to_numpy(dtype=object))
+
+
+#: Rows per request of a frame holding several requests.
+REQUEST_ROWS = [1, 2, 1, 3, 1, 2]
+
+
+def lead_model_with_data_frames_between_steps(model: PreparedModel) -> PreparedModel:
+    """The lead model refitted with pandas output: its final step then knows feature names, so
+    it is scored through the whole Pipeline instead of on the shared encoding."""
+    train = customers("lead_score", 2000, seed=5)
+    names = model.schema.feature_names
+    estimator = clone(model.estimator).set_output(transform="pandas")
+    estimator.fit(train[names], train["converted"])
+    refitted = PreparedModel(record=model.record, estimator=estimator, background=model.background)
+    assert not refitted._final_takes_encoded
+    return refitted
+
+
+@pytest.mark.parametrize("name", [*DEMO_NAMES, "lead_score, pandas between steps"])
+def test_each_request_of_a_frame_is_scored_bit_for_bit_as_if_it_came_alone(
+    demo_service: ExplainerService, name: str
+) -> None:
+    """A linear model's scores are BLAS dot products, whose last bit depends on how many rows
+    are multiplied together; a frame of several requests is scored request by request."""
+    model = demo_service.model(name.split(",")[0])
+    if "pandas" in name:
+        model = lead_model_with_data_frames_between_steps(model)
+    frame = customers(model.record.name, sum(REQUEST_ROWS), seed=12)[model.schema.feature_names]
+    ends = np.cumsum(REQUEST_ROWS)
+    alone = np.concatenate(
+        [
+            model.predict_proba(frame.iloc[end - n : end].reset_index(drop=True))
+            for end, n in zip(ends, REQUEST_ROWS, strict=True)
+        ]
+    )
+    with model.encoding_once(frame, REQUEST_ROWS):
+        scored = model.predict_proba(frame)
+        assert model.predict_proba(frame) is scored and not scored.flags.writeable
+    assert np.array_equal(scored, alone)
+    if model.family == "linear":  # scored as one, some rows would get other bits
+        assert not np.array_equal(model.predict_proba(frame), alone)
+
+
+def test_the_requests_of_a_remembered_frame_must_add_up_to_it(
+    demo_service: ExplainerService,
+) -> None:
+    model = demo_service.model("lead_score")
+    frame = customers("lead_score", 3, seed=6)[model.schema.feature_names]
+    with pytest.raises(ValueError, match="do not split"), model.encoding_once(frame, [1, 1]):
+        pass
+    with (
+        model.encoding_once(frame, [1, 2]),
+        pytest.raises(ValueError, match="other requests"),
+        model.encoding_once(frame, [2, 1]),
+    ):
+        pass
 
 
 def test_a_frame_in_another_column_order_is_explained_alike(demo_service: ExplainerService) -> None:

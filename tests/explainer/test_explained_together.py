@@ -46,7 +46,7 @@ class Held:
         self.calls.append(len(frame))
         self.started.set()
         assert self.release.wait(10)
-        if self.poison in frame["monthly_charges"].tolist():
+        if self.poison is not None and self.poison in frame["monthly_charges"].tolist():
             raise RuntimeError("this row breaks the model")
         return self.inner.explain(model, frame, class_indices, output, seed=seed)
 
@@ -279,3 +279,23 @@ def test_an_unknown_class_is_refused_before_any_batch_is_set_up(
         held_service.explain("churn", [decision(0)], class_name="Maybe")
 
     assert not held_service._runners
+
+
+def test_a_linear_models_requests_explained_together_score_as_if_alone(
+    held_service: ExplainerService,
+) -> None:
+    """A linear model's scores are BLAS dot products, whose last bit depends on how many rows
+    are multiplied together: scored as one, lead 0 beside lead 1 gets another last bit."""
+    leads = customers("lead_score", 3, seed=11)
+    names = held_service.model("lead_score").schema.feature_names
+    lead = [Decision(features_of(leads, names, i), customer_id=f"L-{i}") for i in range(3)]
+    explain = partial(held_service.explain, "lead_score", output="log_odds")
+    outcomes = while_the_first_is_held(
+        held_service, lambda: explain([lead[2]]), [partial(explain, [lead[i]]) for i in (0, 1)]
+    )
+
+    assert held(held_service).calls == [1, 2]
+    for position in (0, 1):
+        [together] = outcomes[position]
+        [alone] = explain([lead[position]], archive=False)
+        assert comparable(together) == {**comparable(alone), "archived": True}

@@ -299,3 +299,58 @@ def test_a_linear_models_requests_explained_together_score_as_if_alone(
         [together] = outcomes[position]
         [alone] = explain([lead[position]], archive=False)
         assert comparable(together) == {**comparable(alone), "archived": True}
+
+
+#: Every (model, output) the service explains in batches: exact SHAP.
+BATCHED = [
+    ("churn", "probability"),
+    ("churn", "log_odds"),
+    ("case_priority", "probability"),
+    ("lead_score", "log_odds"),
+]
+
+
+@pytest.mark.parametrize(("name", "output"), BATCHED)
+def test_any_mix_of_requests_explained_in_one_call_gets_what_each_gets_alone(
+    demo_service: ExplainerService, name: str, output: OutputSpace
+) -> None:
+    """Every model and output the service explains in batches, over random mixes of requests
+    of one to three rows (a row may come twice): bit for bit, everything but the ids."""
+    model = demo_service.model(name)
+    assert demo_service._explainers["shap"].row_independent(model, output)
+    frame = customers(name, 12, seed=12)[model.schema.feature_names]
+    rng = np.random.default_rng(0)
+    for _ in range(8):
+        sizes = rng.integers(1, 4, size=rng.integers(2, 6))
+        rows = iter(rng.integers(0, len(frame), size=sizes.sum()))
+        requests = [
+            frame.iloc[[next(rows) for _ in range(size)]].reset_index(drop=True) for size in sizes
+        ]
+        together = demo_service.explain_frame(
+            model,
+            pd.concat(requests, ignore_index=True),
+            [None] * sizes.sum(),
+            output=output,
+            requests=requests,
+        )
+        alone = [
+            e
+            for request in requests
+            for e in demo_service.explain_frame(
+                model, request, [None] * len(request), output=output
+            )
+        ]
+        assert [comparable(e) for e in together] == [comparable(e) for e in alone]
+
+
+def test_those_are_all_the_demo_models_and_outputs_explained_in_batches(
+    demo_service: ExplainerService,
+) -> None:
+    shap = demo_service._explainers["shap"]
+    batched = [
+        (name, output)
+        for name in ("churn", "case_priority", "lead_score")
+        for output in ("probability", "log_odds")
+        if shap.row_independent(demo_service.model(name), output)
+    ]
+    assert batched == BATCHED

@@ -39,8 +39,9 @@ def samples(client: FlaskClient) -> dict[tuple[str, frozenset[tuple[str, str]]],
     }
 
 
-def value(found: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str,
-          **labels: str) -> float:
+def value(
+    found: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
+) -> float:
     return found.get((name, frozenset(labels.items())), 0.0)
 
 
@@ -50,8 +51,7 @@ def explain_churn(client: FlaskClient, n: int, customer_id: str = SECRET, **opti
     frame = customers("churn", n)
     body = {
         "instances": [
-            {"customer_id": customer_id, "features": features_of(frame, names, i)}
-            for i in range(n)
+            {"customer_id": customer_id, "features": features_of(frame, names, i)} for i in range(n)
         ],
         **options,
     }
@@ -107,16 +107,23 @@ def test_every_app_counts_in_a_registry_of_its_own(
     settings: Settings, demo_service: ExplainerService
 ) -> None:
     apps = [
-        create_app(settings, service=demo_service, keys=KeyRing.from_plain(KEYS))
-        for _ in range(3)
+        create_app(settings, service=demo_service, keys=KeyRing.from_plain(KEYS)) for _ in range(3)
     ]
     for i, app in enumerate(apps):
         client = app.test_client()
         for _ in range(i + 1):
             client.get("/healthz")
         found = samples(client)
-        assert value(found, "crm_explain_http_requests_total", method="GET",
-                     endpoint="/healthz", status="200") == i + 1
+        assert (
+            value(
+                found,
+                "crm_explain_http_requests_total",
+                method="GET",
+                endpoint="/healthz",
+                status="200",
+            )
+            == i + 1
+        )
 
 
 def test_each_request_logs_one_json_line_without_customer_data(
@@ -170,7 +177,11 @@ def test_gunicorn_workers_add_up_in_multiprocess_mode(tmp_path: Path) -> None:
     outputs = [
         subprocess.run(
             [sys.executable, "-c", MULTIPROCESS_WORKER, str(n)],
-            env=env, capture_output=True, text=True, check=True, timeout=120,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
         ).stdout
         for n in (3, 4)
     ]

@@ -69,9 +69,17 @@ def test_every_route_of_the_app_is_documented_and_nothing_else(
     documented = {(path, method) for path, method, _ in operations(spec)}
     assert routes == documented
     assert {
-        "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/v1/models",
-        "/v1/models/{name}/explain", "/v1/models/{name}:explain", "/v1/models/{name}/importance",
-        "/v1/importance/compare", "/v1/models/{name}",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/openapi.json",
+        "/docs",
+        "/v1/models",
+        "/v1/models/{name}/explain",
+        "/v1/models/{name}:explain",
+        "/v1/models/{name}/importance",
+        "/v1/importance/compare",
+        "/v1/models/{name}",
     } <= set(spec["paths"])
 
 

@@ -27,10 +27,12 @@ UNAUTHENTICATED = ("/healthz", "/readyz", "/metrics", "/openapi.json", "/docs")
 def _rules() -> list[tuple[str, str, str]]:
     """(rule, method, required role) of every protected route, from an app on an empty store."""
     with tempfile.TemporaryDirectory() as home:
-        settings = Settings.from_env({"CRM_EXPLAIN_HOME": home}, api_keys=KEYS,
-                                     archive_enabled=False)
-        app = create_app(settings, service=ExplainerService(MemoryStore()),
-                         keys=KeyRing.from_plain(KEYS))
+        settings = Settings.from_env(
+            {"CRM_EXPLAIN_HOME": home}, api_keys=KEYS, archive_enabled=False
+        )
+        app = create_app(
+            settings, service=ExplainerService(MemoryStore()), keys=KeyRing.from_plain(KEYS)
+        )
     return sorted(
         (rule.rule, method, role)
         for rule in app.url_map.iter_rules()

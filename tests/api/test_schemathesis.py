@@ -144,24 +144,43 @@ def test_successful_answers_keep_to_the_document(fuzzed_app: Flask) -> None:
         query={"method": "shap"},
     )
     call(fuzzed_app, "GET", "/v1/importance/compare", query={"models": "lead_score@1,churn@1"})
-    call(fuzzed_app, "POST", "/v1/models/{name}/promote",
-         path_parameters={"name": "churn"}, body={"version": 1})
+    call(
+        fuzzed_app,
+        "POST",
+        "/v1/models/{name}/promote",
+        path_parameters={"name": "churn"},
+        body={"version": 1},
+    )
     page = call(fuzzed_app, "GET", "/v1/audit/explanations", query={"limit": 1})
     assert page["next_cursor"]
     call(fuzzed_app, "GET", "/v1/audit/explanations", query={"cursor": page["next_cursor"]})
-    call(fuzzed_app, "GET", "/v1/audit/explanations/{record_id}",
-         path_parameters={"record_id": explanation_id})
-    case = call(fuzzed_app, "POST", "/v1/explanations/{explanation_id}/contest", "crm",
-                status=201, path_parameters={"explanation_id": explanation_id},
-                body={"reason": "The tenure is wrong."})
+    call(
+        fuzzed_app,
+        "GET",
+        "/v1/audit/explanations/{record_id}",
+        path_parameters={"record_id": explanation_id},
+    )
+    case = call(
+        fuzzed_app,
+        "POST",
+        "/v1/explanations/{explanation_id}/contest",
+        "crm",
+        status=201,
+        path_parameters={"explanation_id": explanation_id},
+        body={"reason": "The tenure is wrong."},
+    )
     call(fuzzed_app, "GET", "/v1/reviews", query={"status": "open"})
-    call(fuzzed_app, "POST", "/v1/reviews/{case_id}", "auditor",
-         path_parameters={"case_id": case["case_id"]},
-         body={"decision": "upheld", "note": "Checked."})
+    call(
+        fuzzed_app,
+        "POST",
+        "/v1/reviews/{case_id}",
+        "auditor",
+        path_parameters={"case_id": case["case_id"]},
+        body={"decision": "upheld", "note": "Checked."},
+    )
     call(fuzzed_app, "GET", "/v1/audit/verify", "auditor")
     call(fuzzed_app, "POST", "/v1/audit/exports", "auditor", body={"model": "churn"})
-    call(fuzzed_app, "DELETE", "/v1/subjects/{customer_id}",
-         path_parameters={"customer_id": "C-1"})
+    call(fuzzed_app, "DELETE", "/v1/subjects/{customer_id}", path_parameters={"customer_id": "C-1"})
     assert call(fuzzed_app, "GET", "/v1/audit/verify", "auditor")["ok"]
     for path in ("/healthz", "/readyz", "/openapi.json", "/metrics", "/docs"):
         call(fuzzed_app, "GET", path)

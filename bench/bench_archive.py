@@ -10,7 +10,10 @@ and by crm-explain's own explainer (``ExplainerService.explain``).
 Each configuration runs a real gunicorn server (``explainer.server.run_server``) on loopback;
 the same requests go to each. The clients are threads of this process on kept-alive
 connections with the request bodies encoded beforehand, so that they take as little as
-possible of the CPU the server runs on. Prints markdown tables for docs/benchmarks.md.
+possible of the CPU the server runs on. The in-process baselines run on this process's main
+thread with the servers idle, in the same rotating rounds as the servers, so that a drift in
+the machine's load moves the numerator and the denominator of each ratio alike. Prints
+markdown tables for docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ POSTGRES = os.environ.get(
 )
 KEY = "bench-crm-key"
 SERVERS = ("none", "sqlite", "postgresql")
+#: An in-process baseline: explains the ``i``-th payload.
+Call = Callable[[int], object]
 SERVER = textwrap.dedent(
     """
     import sys
@@ -123,19 +128,30 @@ class Result:
 
 def measure_side_by_side(
     servers: dict[str, tuple[subprocess.Popen[bytes], int]],
+    baselines: dict[str, Call],
     bodies: list[bytes],
     args: argparse.Namespace,
-) -> dict[str, Measured]:
-    """Explanations, errors and CPU per server: ``args.rounds`` rounds, each giving every
-    server its share of ``args.seconds`` in turn (the order rotating), so drifts in the
-    machine's load fall on all of them alike."""
+) -> tuple[dict[str, Measured], dict[str, float]]:
+    """Explanations, errors and CPU per server, and the in-process baselines' rates (calls/s
+    on this thread): ``args.rounds`` rounds, each giving every server its share of
+    ``args.seconds`` and every baseline half a share, in turn (the order rotating), so drifts
+    in the machine's load fall on all of them alike."""
     measured = {name: Measured() for name in servers}
+    calls = dict.fromkeys(baselines, 0)
+    elapsed = dict.fromkeys(baselines, 0.0)
     for server, port in servers.values():
         hammer(connect_evenly(server.pid, port, args.clients), bodies, 2.0)  # warm-up
-    names = list(servers)
+    for call in baselines.values():
+        timed_calls(call, 2.0)  # warm-up
+    names = [*servers, *baselines]
     share = args.seconds / args.rounds
     for r in range(args.rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
+            if name in baselines:
+                count, seconds = timed_calls(baselines[name], share / 2)
+                calls[name] += count
+                elapsed[name] += seconds
+                continue
             server, port = servers[name]
             m = measured[name]
             connections = connect_evenly(server.pid, port, args.clients)
@@ -146,7 +162,7 @@ def measure_side_by_side(
             m.database_cpu += postgres_cpu() - db_before
             m.done += count
             m.errors += failed
-    return measured
+    return measured, {name: calls[name] / elapsed[name] for name in baselines}
 
 
 def connect_evenly(master_pid: int, port: int, clients: int) -> list[http.client.HTTPConnection]:
@@ -253,8 +269,8 @@ def hammer(
     return sum(counts), sum(errors)
 
 
-def in_process_rate(home: Path, payloads: list[dict[str, object]], output: str) -> float:
-    """Explanations/s of ``ExplainerService.explain`` on one thread, without HTTP or archive."""
+def in_process_explainer(home: Path, payloads: list[dict[str, object]], output: str) -> Call:
+    """One call of ``ExplainerService.explain`` per explanation, without HTTP or archive."""
     from explainer.service import Decision, ExplainerService
     from model_store import open_store
 
@@ -266,12 +282,12 @@ def in_process_rate(home: Path, payloads: list[dict[str, object]], output: str) 
         decision = Decision(customer_id=f"B-{i}", features=payloads[i % len(payloads)])
         service.explain("churn", [decision], output=output, archive=False)  # type: ignore[arg-type]
 
-    return rate(explain)
+    return explain
 
 
-def naive_rate(home: Path, payloads: list[dict[str, object]]) -> float:
-    """Explanations/s of the naive in-process path on one thread: the churn pipeline's
-    transform + ``shap.TreeExplainer(model).shap_values`` on one row, the rows' frames ready."""
+def naive_explainer_of_rows(home: Path, payloads: list[dict[str, object]]) -> Call:
+    """The naive in-process path: the churn pipeline's transform +
+    ``shap.TreeExplainer(model).shap_values`` on one row, the rows' frames ready."""
     import pandas as pd
 
     from bench._common import naive_explainer
@@ -282,18 +298,16 @@ def naive_rate(home: Path, payloads: list[dict[str, object]]) -> float:
     columns = model.schema.feature_names
     frames = [pd.DataFrame([payload])[columns] for payload in payloads]
     naive = naive_explainer(model.estimator)
-    return rate(lambda i: naive(frames[i % len(frames)]))
+    return lambda i: naive(frames[i % len(frames)])
 
 
-def rate(call: Callable[[int], object], seconds: float = 5.0) -> float:
-    """Calls/s of ``call(i)`` on this thread over ``seconds``, after 50 untimed calls."""
-    for i in range(50):
-        call(i)
+def timed_calls(call: Call, seconds: float) -> tuple[int, float]:
+    """How many calls of ``call(i)`` this thread made in about ``seconds``, and the time."""
     count, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         call(count)
         count += 1
-    return count / (time.perf_counter() - start)
+    return count, time.perf_counter() - start
 
 
 def main() -> None:
@@ -329,13 +343,13 @@ def main() -> None:
                     ).encode()
                     for i, p in enumerate(payloads)
                 ]
-                before = in_process_rate(home, payloads, output), naive_rate(home, payloads)
-                rates = measure_side_by_side(servers, bodies, args)
-                after = in_process_rate(home, payloads, output), naive_rate(home, payloads)
+                baselines = {
+                    "in_process": in_process_explainer(home, payloads, output),
+                    "naive": naive_explainer_of_rows(home, payloads),
+                }
+                measured, rates = measure_side_by_side(servers, baselines, bodies, args)
                 results[output] = Result(
-                    in_process=(before[0] + after[0]) / 2,
-                    naive=(before[1] + after[1]) / 2,
-                    measured=rates,
+                    in_process=rates["in_process"], naive=rates["naive"], measured=measured
                 )
         finally:
             for server, _ in servers.values():
@@ -369,8 +383,9 @@ def report(results: dict[str, Result], args: argparse.Namespace, cores: int) -> 
             f"{1 - pg / base:+.1%} | {failed} |"
         )
     print(
-        f"\nThroughput against one thread in-process x {cores} cores: the naive path "
-        "(transform + shap.TreeExplainer) and crm-explain's own explainer\n"
+        f"\nThroughput against one thread in-process x {cores} cores, measured in the same "
+        "rounds: the naive path (transform + shap.TreeExplainer) and crm-explain's own "
+        "explainer\n"
         "\n| output | baseline | 1 thread (expl/s) | x cores | no archive | SQLite | PostgreSQL |"
     )
     print("|---|---|---:|---:|---:|---:|---:|")

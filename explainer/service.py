@@ -11,6 +11,7 @@ import functools
 import hashlib
 import itertools
 import json
+import logging
 import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -71,6 +72,7 @@ if TYPE_CHECKING:
 Audience = Literal["agent", "customer"]
 _Item = TypeVar("_Item")
 _Outcome = TypeVar("_Outcome")
+log = logging.getLogger("crm_explain.service")
 AUDIENCES: tuple[Audience, ...] = ("agent", "customer")
 #: The decision threshold of a binary model whose card names none.
 DEFAULT_THRESHOLD = 0.5
@@ -967,9 +969,14 @@ def _each_alone_on_failure(
     ``stage`` on each alone, each getting its result or its own error."""
     try:
         return list(stage(items))
-    except failure:
+    except failure as exc:
         if len(items) == 1:
             raise
+        log.warning(
+            "a batch of %d requests failed (%s); each is now run alone",
+            len(items),
+            type(exc).__name__,
+        )
     outcomes: list[_Outcome | Exception] = []
     for item in items:
         try:

@@ -158,7 +158,7 @@ class Appender:
                 fresh = new_keys(subjects, keys, now)
                 keys |= {row["subject"]: row["key"] for row in fresh}
                 sealed = seal(items, head_state, keys, now)
-                with self._round_trip():
+                with self._round_trip(cursor.connection):
                     if fresh:
                         cursor.executemany(self._sql.insert_keys, fresh)
                     cursor.executemany(self._sql.insert_records, sealed.records)
@@ -168,7 +168,7 @@ class Appender:
                     if self._sql.commit is not None:
                         cursor.execute(self._sql.commit)
                     else:
-                        self._driver().commit()
+                        cursor.connection.commit()
             finally:
                 cursor.close()  # before a rollback that may close the connection
         except BaseException:
@@ -193,30 +193,30 @@ class Appender:
     def _lock_head(
         self, driver: Any, subjects: set[str]
     ) -> tuple[Any, tuple[int, str], dict[str, bytes]]:
-        cursor = driver.cursor()
-        keys_cursor = driver.cursor()
+        cursor, keys_cursor = driver.cursor(), driver.cursor()
         try:
-            with self._round_trip():
-                cursor.execute(self._sql.begin)
-                cursor.execute(self._sql.lock_head)
-                if subjects:
-                    keys_cursor.execute(self._sql.load_keys(len(subjects)), sorted(subjects))
-            seq, hash_ = cursor.fetchone()
-            keys = {str(s): bytes(k) for s, k in keys_cursor.fetchall()} if subjects else {}
+            try:
+                with self._round_trip(driver):
+                    cursor.execute(self._sql.begin)
+                    cursor.execute(self._sql.lock_head)
+                    if subjects:
+                        keys_cursor.execute(self._sql.load_keys(len(subjects)), sorted(subjects))
+                seq, hash_ = cursor.fetchone()
+                keys = {str(s): bytes(k) for s, k in keys_cursor.fetchall()} if subjects else {}
+            finally:
+                keys_cursor.close()  # before a rollback that may close the connection
         except BaseException:
             cursor.close()
             self._rollback()
             raise
-        finally:
-            keys_cursor.close()
         return cursor, (int(seq), str(hash_)), keys
 
-    def _round_trip(self) -> AbstractContextManager[Any]:
+    def _round_trip(self, driver: Any) -> AbstractContextManager[Any]:
         """PostgreSQL: the block's statements go to the server together and their results
         come back together (psycopg's pipeline mode). The head stays locked from the first
         round trip to the second."""
         if self._pipelined:
-            return self._driver().pipeline()  # type: ignore[no-any-return]
+            return driver.pipeline()  # type: ignore[no-any-return]
         return nullcontext()
 
     def _driver(self) -> Any:

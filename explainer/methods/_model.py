@@ -285,7 +285,8 @@ class PreparedModel:
         if remembered is None or remembered.model is not self or remembered.frame is not frame:
             return self._predict_proba(frame)
         if remembered.proba is None:
-            proba = self._predict_proba_by_request(frame, remembered.request_rows)
+            # a view: an estimator may hand back an array of its own, not ours to freeze
+            proba = self._predict_proba_by_request(frame, remembered.request_rows).view()
             proba.setflags(write=False)
             remembered.proba = proba
         return remembered.proba

@@ -17,8 +17,9 @@ import pytest
 from explainer.archive import Secrets, open_archive
 from explainer.exceptions import ValidationError
 from explainer.methods import AttributionBatch, LimeExplainer, PreparedModel, ShapExplainer
-from explainer.service import Decision, ExplainerService
+from explainer.service import Audience, Decision, ExplainerService, _Options, _Request
 from explainer.types import Explanation, OutputSpace
+from explainer.validation import validate_instances
 from tests.conftest import customers, features_of
 
 ROWS = customers("churn", 8, seed=31)
@@ -216,7 +217,9 @@ def test_lime_requests_are_explained_alone_each_with_its_own_seed(
     assert not held_service._runners  # nothing ever waited to be explained together
 
 
-def test_a_request_whose_rows_fail_a_batch_fails_alone(held_service: ExplainerService) -> None:
+def test_a_request_whose_rows_fail_a_batch_fails_alone(
+    held_service: ExplainerService, caplog: pytest.LogCaptureFixture
+) -> None:
     explain = held_service.explain
     held(held_service).poison = decision(2).features["monthly_charges"]
     outcomes = while_the_first_is_held(
@@ -226,6 +229,7 @@ def test_a_request_whose_rows_fail_a_batch_fails_alone(held_service: ExplainerSe
     )
 
     assert held(held_service).calls == [1, 3, 1, 1, 1]  # the batch of three, then each alone
+    assert "a batch of 3 requests failed (RuntimeError)" in caplog.text
     assert isinstance(outcomes[1], RuntimeError) and "breaks the model" in str(outcomes[1])
     assert [e.customer_id for e in outcomes[0] + outcomes[2]] == ["C-1", "C-3"]
     assert all(e.archived for e in outcomes[0] + outcomes[2])
@@ -311,36 +315,36 @@ BATCHED = [
 
 
 @pytest.mark.parametrize(("name", "output"), BATCHED)
-def test_any_mix_of_requests_explained_in_one_call_gets_what_each_gets_alone(
+def test_any_mix_of_requests_explained_together_gets_what_each_gets_alone(
     demo_service: ExplainerService, name: str, output: OutputSpace
 ) -> None:
-    """Every model and output the service explains in batches, over random mixes of requests
-    of one to three rows (a row may come twice): bit for bit, everything but the ids."""
+    """Every model and output the service explains in batches, through the call that explains
+    a batch, over random mixes of requests of 1 to 12 rows (a row may come twice; up to 60 rows
+    in all, past the encoder's small-frame path), some whole numbers sent as floats, for agents
+    and for customers: bit for bit what each request gets alone, everything but the ids."""
     model = demo_service.model(name)
-    assert demo_service._explainers["shap"].row_independent(model, output)
-    frame = customers(name, 12, seed=12)[model.schema.feature_names]
+    names = model.schema.feature_names
+    frame = customers(name, 40, seed=12)
     rng = np.random.default_rng(0)
-    for _ in range(8):
-        sizes = rng.integers(1, 4, size=rng.integers(2, 6))
-        rows = iter(rng.integers(0, len(frame), size=sizes.sum()))
-        requests = [
-            frame.iloc[[next(rows) for _ in range(size)]].reset_index(drop=True) for size in sizes
+    for draw in range(6):
+        audience: Audience = "customer" if draw % 2 else "agent"
+        options = _Options("shap", output, None, None, audience, False, False)
+        requests = []
+        for size in rng.integers(1, 13, size=rng.integers(2, 6)):
+            rows = [features_of(frame, names, i) for i in rng.integers(0, len(frame), size)]
+            for row in rows:
+                for feature, value in list(row.items()):
+                    if type(value) is int and rng.random() < 0.3:
+                        row[feature] = float(value)  # 3.0 for 3, as a client may send
+            valid = validate_instances(model.schema, rows)
+            requests.append(_Request(valid, [None] * len(rows), None))
+
+        together = demo_service._compute(model, options, requests)
+        alone = [demo_service._compute(model, options, [request])[0] for request in requests]
+
+        assert [[comparable(e) for e in r] for r in together] == [
+            [comparable(e) for e in r] for r in alone
         ]
-        together = demo_service.explain_frame(
-            model,
-            pd.concat(requests, ignore_index=True),
-            [None] * sizes.sum(),
-            output=output,
-            requests=requests,
-        )
-        alone = [
-            e
-            for request in requests
-            for e in demo_service.explain_frame(
-                model, request, [None] * len(request), output=output
-            )
-        ]
-        assert [comparable(e) for e in together] == [comparable(e) for e in alone]
 
 
 def test_those_are_all_the_demo_models_and_outputs_explained_in_batches(

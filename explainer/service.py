@@ -368,7 +368,8 @@ class ExplainerService:
         parts = [len(part) for part in requests] if requests is not None else [len(frame)]
         if len(parts) > 1 and not explainer.row_independent(model, output):
             raise ValueError(f"{method} cannot explain several requests' rows in one call")
-        with model.encoding_once(frame, parts):  # each request's rows scored as if alone
+        # each request's rows scored as if alone
+        with model.encoding_once(frame, parts if requests is not None else None):
             proba = model.predict_proba(frame)
             class_indices = self._explained_classes(model, proba, class_name)
             # the rows as Python objects, read once (pandas converts them slowly): for the

@@ -199,9 +199,12 @@ def explain_rows(
                 output=spec.output_space,
             )
     else:
-        explanations = service.explain_frame(
-            model, frame, list(ids), method=spec.method, output=spec.output_space
-        )
+        # each row scored as a one-row request is, whatever its chunk (a linear model's BLAS
+        # sums change their last bit with the number of rows)
+        with model.encoding_once(frame, None if model.scores_row_by_row else [1] * len(frame)):
+            explanations = service.explain_frame(
+                model, frame, list(ids), method=spec.method, output=spec.output_space
+            )
     rows = frame.astype(object).to_numpy().tolist()
     out = []
     for i, e in enumerate(explanations):

@@ -166,15 +166,15 @@ class PreparedModel:
         """Within the block, ``transform``, ``predict_proba`` and ``object_rows`` of this very
         frame object are computed once and shared (read-only) by the prediction, the
         attributions, the seed and the score. ``request_rows`` says how many rows each request
-        in the frame has (by default the frame is one request's): each request's rows are
-        scored as they would be alone. The caller promises not to change the frame inside the
-        block."""
+        in the frame has: each request's rows are scored as they would be alone. By default
+        the frame is one request's, or split as an enclosing block for it says. The caller
+        promises not to change the frame inside the block."""
         rows = tuple(request_rows) if request_rows is not None else (len(frame),)
         if sum(rows) != len(frame):
             raise ValueError(f"requests of {list(rows)} rows do not split {len(frame)} rows")
         current = _ENCODING.get()
         if current is not None and current.model is self and current.frame is frame:
-            if current.request_rows != rows:
+            if request_rows is not None and current.request_rows != rows:
                 raise ValueError("an enclosing block splits this frame into other requests")
             yield  # an enclosing block already remembers this frame
             return

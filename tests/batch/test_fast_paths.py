@@ -297,7 +297,7 @@ def test_each_request_of_a_frame_is_scored_bit_for_bit_as_if_it_came_alone(
         assert not np.array_equal(model.predict_proba(frame), alone)
 
 
-def test_the_requests_of_a_remembered_frame_must_add_up_to_it(
+def test_the_requests_of_a_remembered_frame_add_up_to_it_and_an_inner_block_keeps_them(
     demo_service: ExplainerService,
 ) -> None:
     model = demo_service.model("lead_score")
@@ -310,6 +310,10 @@ def test_the_requests_of_a_remembered_frame_must_add_up_to_it(
         model.encoding_once(frame, [2, 1]),
     ):
         pass
+    with model.encoding_once(frame, [1, 2]):
+        split = model.predict_proba(frame)
+        with model.encoding_once(frame):  # no split of its own: the enclosing block's
+            assert model.predict_proba(frame) is split
 
 
 def test_a_frame_in_another_column_order_is_explained_alike(demo_service: ExplainerService) -> None:

@@ -75,6 +75,39 @@ def test_rows_are_explained_exactly_as_the_api_explains_them(
         assert got["customer_id"] == want.customer_id
 
 
+@pytest.mark.parametrize("chunk_rows", [20, 7])
+def test_a_linear_models_rows_get_what_a_one_row_request_gets_whatever_the_chunk(
+    folder_store: FileSystemStore, tmp_path: Path, chunk_rows: int
+) -> None:
+    """A linear model's scores are BLAS dot products, whose last bit depends on how many rows
+    are multiplied together: a chunk's rows are scored one by one, as requests are."""
+    from explainer.batch import BatchOptions, run_batch
+    from tests.conftest import customers
+
+    leads = customers("lead_score", 20, seed=12)
+    source = write_input(leads, tmp_path / "in.parquet")
+    target = tmp_path / "out.jsonl"
+    options = BatchOptions(
+        "lead_score",
+        str(source),
+        str(target),
+        output_space="log_odds",
+        chunk_rows=chunk_rows,
+        progress=False,
+    )
+    run_batch(options, folder_store)
+    batch = [json.loads(line) for line in target.read_text().splitlines()]
+    service = ExplainerService(folder_store)
+    names = folder_store.get("lead_score").schema.feature_names
+    for i, got in enumerate(batch):
+        decision = Decision(features_of(leads, names, i), leads.customer_id[i])
+        [want] = service.explain("lead_score", [decision], output="log_odds", archive=False)
+        assert got["prediction"] == want.prediction.to_dict()
+        assert got["quality"]["additivity_error"] == want.quality["additivity_error"]
+        assert got["attributions"] == [a.to_dict() for a in want.attributions]
+        assert got["rationale"] == want.rationale
+
+
 def test_each_row_carries_the_seed_a_one_row_request_for_it_gets(
     folder_store: FileSystemStore, churn_rows: pd.DataFrame, tmp_path: Path
 ) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import itertools
 import json
 import logging
 import threading
@@ -40,6 +39,7 @@ from explainer.methods import (
     build_explainers,
     object_rows,
     plan_for,
+    row_slices,
 )
 from explainer.methods.registry import get_explainer
 from explainer.quality import (
@@ -365,11 +365,11 @@ class ExplainerService:
         read from its own frame, as if it came alone, so several requests may be explained in
         one call only by a row-independent explainer."""
         explainer = get_explainer(self._explainers, method)
-        parts = [len(part) for part in requests] if requests is not None else [len(frame)]
+        request_rows = None if requests is None else [len(part) for part in requests]
+        parts = request_rows or [len(frame)]
         if len(parts) > 1 and not explainer.row_independent(model, output):
             raise ValueError(f"{method} cannot explain several requests' rows in one call")
-        # each request's rows scored as if alone
-        with model.encoding_once(frame, parts if requests is not None else None):
+        with model.encoding_once(frame, request_rows):  # each request's rows scored as if alone
             proba = model.predict_proba(frame)
             class_indices = self._explained_classes(model, proba, class_name)
             # the rows as Python objects, read once (pandas converts them slowly): for the
@@ -380,8 +380,8 @@ class ExplainerService:
                 else np.concatenate([object_rows(part) for part in requests])
             )
             seeds = [
-                _seed_of_rows(model.record, objects[a:b], method, output, class_indices[a:b])
-                for a, b in _bounds(parts)
+                _seed_of_rows(model.record, objects[rows], method, output, class_indices[rows])
+                for rows in row_slices(parts)
             ]
             batch = explainer.explain(model, frame, class_indices, output, seed=seeds[0])
         metas = [self._meta(model, method, output, seed, batch) for seed in seeds]
@@ -1001,13 +1001,8 @@ def _compared_method(method: Method, review_checks: bool) -> Method | None:
     return "lime" if review_checks else None
 
 
-def _bounds(sizes: Sequence[int]) -> list[tuple[int, int]]:
-    """(start, stop) of each of consecutive parts of ``sizes`` items."""
-    return list(itertools.pairwise(itertools.accumulate(sizes, initial=0)))
-
-
 def _split(items: list[Explanation], sizes: Sequence[int]) -> list[list[Explanation]]:
-    return [items[a:b] for a, b in _bounds(sizes)]
+    return [items[rows] for rows in row_slices(sizes)]
 
 
 def request_seed(

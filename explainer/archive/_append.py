@@ -55,8 +55,7 @@ _INHERITED: list[object] = []
 @dataclass(frozen=True)
 class _Statements:
     begin: str
-    #: PostgreSQL commits in the pipeline; SQLite through its driver, which tracks transactions.
-    commit: str | None
+    commit: str
     lock_head: str
     insert_keys: str
     insert_records: str
@@ -77,7 +76,7 @@ class _Statements:
 
         return cls(
             begin="BEGIN" if postgres else "BEGIN IMMEDIATE",
-            commit="COMMIT" if postgres else None,
+            commit="COMMIT",
             lock_head=f"SELECT seq, hash FROM {head.name} WHERE id = 1"
             + (" FOR UPDATE" if postgres else ""),
             insert_keys=insert(subject_keys.name, subject_keys.c.keys()),
@@ -167,10 +166,7 @@ class Appender:
                     if sealed.cases:
                         cursor.executemany(self._sql.insert_cases, sealed.cases)
                     cursor.execute(self._sql.move_head, sealed.head)
-                    if self._sql.commit is not None:
-                        cursor.execute(self._sql.commit)
-                    else:
-                        cursor.connection.commit()
+                    cursor.execute(self._sql.commit)
             finally:
                 cursor.close()  # before a rollback that may close the connection
         except BaseException:

@@ -1,6 +1,6 @@
 """Explanation methods behind one interface: SHAP (exact where possible) and LIME."""
 
-from explainer.methods._model import PreparedModel, object_rows
+from explainer.methods._model import PreparedModel, object_rows, row_slices
 from explainer.methods.base import AttributionBatch, Explainer
 from explainer.methods.lime_method import LimeExplainer
 from explainer.methods.registry import build_explainers, get_explainer
@@ -16,4 +16,5 @@ __all__ = [
     "get_explainer",
     "object_rows",
     "plan_for",
+    "row_slices",
 ]

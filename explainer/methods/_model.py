@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -305,7 +306,7 @@ class PreparedModel:
         """Each request's probabilities, bit for bit what they would be if it came alone."""
         if len(request_rows) == 1 or self.scores_row_by_row:
             return self._predict_proba(frame)
-        requests = _row_slices(request_rows)
+        requests = row_slices(request_rows)
         if self._final_takes_encoded:
             # each request's rows copied out, so BLAS sees what it would see for them alone
             encoded = self.transform(frame)
@@ -1239,9 +1240,10 @@ def to_output(probability: np.ndarray, output: OutputSpace) -> np.ndarray:
     return np.asarray(np.log(clipped) - np.log1p(-clipped))
 
 
-def _row_slices(counts: Sequence[int]) -> list[slice]:
-    ends = np.cumsum(counts)
-    return [slice(int(end - n), int(end)) for end, n in zip(ends, counts, strict=True)]
+def row_slices(counts: Sequence[int]) -> list[slice]:
+    """The slice of each of consecutive parts of ``counts`` rows (one per request)."""
+    ends = itertools.accumulate(counts)
+    return [slice(end - n, end) for end, n in zip(ends, counts, strict=True)]
 
 
 def _softmax_or_sigmoid(margins: np.ndarray) -> np.ndarray:

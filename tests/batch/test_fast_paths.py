@@ -276,8 +276,9 @@ def lead_model_with_data_frames_between_steps(model: PreparedModel) -> PreparedM
 def test_each_request_of_a_frame_is_scored_bit_for_bit_as_if_it_came_alone(
     demo_service: ExplainerService, name: str
 ) -> None:
-    """A linear model's scores are BLAS dot products, whose last bit depends on how many rows
-    are multiplied together; a frame of several requests is scored request by request."""
+    """A linear model's scores are BLAS dot products, whose last bit can depend on how many
+    rows are multiplied together (on some CPUs' kernels, not on others); a frame of several
+    requests is scored request by request."""
     model = demo_service.model(name.split(",")[0])
     if "pandas" in name:
         model = lead_model_with_data_frames_between_steps(model)
@@ -293,8 +294,6 @@ def test_each_request_of_a_frame_is_scored_bit_for_bit_as_if_it_came_alone(
         scored = model.predict_proba(frame)
         assert model.predict_proba(frame) is scored and not scored.flags.writeable
     assert np.array_equal(scored, alone)
-    if model.family == "linear":  # scored as one, some rows would get other bits
-        assert not np.array_equal(model.predict_proba(frame), alone)
 
 
 def test_the_requests_of_a_remembered_frame_add_up_to_it_and_an_inner_block_keeps_them(

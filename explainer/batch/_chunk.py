@@ -200,7 +200,7 @@ def explain_rows(
             )
     else:
         # each row scored as a one-row request is, whatever its chunk (a linear model's BLAS
-        # sums change their last bit with the number of rows)
+        # sums can change their last bit with the number of rows)
         with model.encoding_once(frame, [1] * len(frame)):
             explanations = service.explain_frame(
                 model, frame, list(ids), method=spec.method, output=spec.output_space

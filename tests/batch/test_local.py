@@ -79,8 +79,8 @@ def test_rows_are_explained_exactly_as_the_api_explains_them(
 def test_a_linear_models_rows_get_what_a_one_row_request_gets_whatever_the_chunk(
     folder_store: FileSystemStore, tmp_path: Path, chunk_rows: int
 ) -> None:
-    """A linear model's scores are BLAS dot products, whose last bit depends on how many rows
-    are multiplied together: a chunk's rows are scored one by one, as requests are."""
+    """A linear model's scores are BLAS dot products, whose last bit can depend on how many
+    rows are multiplied together: a chunk's rows are scored one by one, as requests are."""
     from explainer.batch import BatchOptions, run_batch
     from tests.conftest import customers
 

@@ -288,8 +288,9 @@ def test_an_unknown_class_is_refused_before_any_batch_is_set_up(
 def test_a_linear_models_requests_explained_together_score_as_if_alone(
     held_service: ExplainerService,
 ) -> None:
-    """A linear model's scores are BLAS dot products, whose last bit depends on how many rows
-    are multiplied together: scored as one, lead 0 beside lead 1 gets another last bit."""
+    """A linear model's scores are BLAS dot products, whose last bit can depend on how many
+    rows are multiplied together (scored as one, lead 0 beside lead 1 got another last bit on
+    the CPUs this was written on)."""
     leads = customers("lead_score", 3, seed=11)
     names = held_service.model("lead_score").schema.feature_names
     lead = [Decision(features_of(leads, names, i), customer_id=f"L-{i}") for i in range(3)]

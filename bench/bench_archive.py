@@ -4,6 +4,11 @@ and how that throughput compares with explaining in-process on one thread x the 
 the naive path a data scientist would write (the pipeline's transform + shap.TreeExplainer)
 and by crm-explain's own explainer (``ExplainerService.explain``).
 
+Each database also serves a floor archive (``bench/_floor.py``): the least a fail-closed
+archive can do, each batch's JSON committed before it is answered and nothing more. Its cost
+is what committing before answering costs on this machine, whatever the design; the
+archive's cost beyond it is what the archive's design adds.
+
     .venv/bin/python bench/bench_archive.py [--seconds 20] [--clients 8] [--workers 2]
                                             [--threads 4]
 
@@ -40,21 +45,36 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench._floor import FloorArchive
 from tests._server import connections_per_worker, free_port, workers_of
+
+ROOT = str(Path(__file__).resolve().parents[1])  # the servers import bench._floor from it
 
 POSTGRES = os.environ.get(
     "CRM_EXPLAIN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 KEY = "bench-crm-key"
-SERVERS = ("none", "sqlite", "postgresql")
+#: The servers measured side by side, and how the tables name them.
+SERVERS = {
+    "none": "no archive",
+    "sqlite": "SQLite",
+    "sqlite-floor": "SQLite floor",
+    "postgresql": "PostgreSQL",
+    "postgresql-floor": "PostgreSQL floor",
+}
 #: An in-process baseline: explains the ``i``-th payload.
 Call = Callable[[int], object]
 SERVER = textwrap.dedent(
     """
     import sys
+    sys.path.insert(0, sys.argv[5])
     from explainer.config import Settings
     from explainer.server import run_server
     archive = sys.argv[2] != "none"
+    if sys.argv[2].endswith("-floor"):
+        import explainer.archive
+        from bench._floor import FloorArchive
+        explainer.archive.open_archive = lambda url, secrets: FloorArchive(url)
     settings = Settings.from_env(archive_enabled=archive)
     run_server(settings, host="127.0.0.1", port=int(sys.argv[1]), workers=int(sys.argv[3]),
                threads=int(sys.argv[4]), echo=lambda line: None)
@@ -96,7 +116,16 @@ def start_server(
     if url:
         env["CRM_EXPLAIN_ARCHIVE_URL"] = url
     server = subprocess.Popen(
-        [sys.executable, "-c", SERVER, str(port), archive, str(args.workers), str(args.threads)],
+        [
+            sys.executable,
+            "-c",
+            SERVER,
+            str(port),
+            archive,
+            str(args.workers),
+            str(args.threads),
+            ROOT,
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -329,11 +358,17 @@ def main() -> None:
             stdout=subprocess.DEVNULL,
         )
         schema, pg_url = postgres_schema()
-        servers = {
-            "none": start_server(home, "none", None, args),
-            "sqlite": start_server(home, "sqlite", f"sqlite:///{home / 'bench.db'}", args),
-            "postgresql": start_server(home, "postgresql", pg_url, args),
+        sqlite_floor_url = f"sqlite:///{home / 'floor.db'}"
+        FloorArchive.create_table(sqlite_floor_url)
+        FloorArchive.create_table(pg_url)
+        urls = {
+            "none": None,
+            "sqlite": f"sqlite:///{home / 'bench.db'}",
+            "sqlite-floor": sqlite_floor_url,
+            "postgresql": pg_url,
+            "postgresql-floor": pg_url,
         }
+        servers = {name: start_server(home, name, url, args) for name, url in urls.items()}
         try:
             results: dict[str, Result] = {}
             for output in ("probability", "log_odds"):
@@ -371,32 +406,31 @@ def report(results: dict[str, Result], args: argparse.Namespace, cores: int) -> 
         "churn model, one instance per request\n"
     )
     print(
-        "| output | no archive (expl/s) | SQLite (expl/s) | SQLite cost "
-        "| PostgreSQL (expl/s) | PostgreSQL cost | errors |"
+        "Throughput against one thread in-process x cores, measured in the same rounds: "
+        "crm-explain's own explainer and the naive path (transform + shap.TreeExplainer). "
+        "CPU per explanation: the server's master and workers; every PostgreSQL process.\n"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for output, result in results.items():
-        base, lite, pg = (result.measured[name].done / args.seconds for name in SERVERS)
-        failed = sum(m.errors for m in result.measured.values())
-        print(
-            f"| {output} | {base:.1f} | {lite:.1f} | {1 - lite / base:+.1%} | {pg:.1f} | "
-            f"{1 - pg / base:+.1%} | {failed} |"
-        )
     print(
-        f"\nThroughput against one thread in-process x {cores} cores, measured in the same "
-        "rounds: the naive path (transform + shap.TreeExplainer) and crm-explain's own "
-        "explainer\n"
-        "\n| output | baseline | 1 thread (expl/s) | x cores | no archive | SQLite | PostgreSQL |"
+        "| output | archive | expl/s | cost | / crm-explain x cores | / naive x cores "
+        "| CPU/expl, server (ms) | CPU/expl, PostgreSQL (ms) | errors |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for output, result in results.items():
-        base, lite, pg = (result.measured[name].done / args.seconds for name in SERVERS)
-        for baseline, single in (("naive", result.naive), ("crm-explain", result.in_process)):
-            ceiling = single * cores
+        base = result.measured["none"].done / args.seconds
+        own, naive = result.in_process * cores, result.naive * cores
+        for name, label in SERVERS.items():
+            m = result.measured[name]
+            rate = m.done / args.seconds
+            cost = "" if name == "none" else f"{1 - rate / base:+.1%}"
+            database = f"{m.per_explanation_ms(m.database_cpu):.2f}" if "postgres" in name else ""
             print(
-                f"| {output} | {baseline} | {single:.1f} | {ceiling:.1f} | {base / ceiling:.2f} "
-                f"| {lite / ceiling:.2f} | {pg / ceiling:.2f} |"
+                f"| {output} | {label} | {rate:.1f} | {cost} | {rate / own:.2f} "
+                f"| {rate / naive:.2f} | {m.per_explanation_ms(m.server_cpu):.2f} "
+                f"| {database} | {m.errors} |"
             )
+    print("\nOne thread in-process (expl/s)\n\n| output | crm-explain | naive |\n|---|---:|---:|")
+    for output, result in results.items():
+        print(f"| {output} | {result.in_process:.1f} | {result.naive:.1f} |")
     print("\nClients' connections per worker, one split per round (spread evenly first)\n")
     print("| output | server | splits |")
     print("|---|---|---|")
@@ -404,19 +438,6 @@ def report(results: dict[str, Result], args: argparse.Namespace, cores: int) -> 
         for name in SERVERS:
             splits = " ".join("/".join(map(str, split)) for split in result.measured[name].splits)
             print(f"| {output} | {name} | {splits} |")
-    print(
-        "\nCPU per explanation (ms): the server's master and workers; PostgreSQL's processes\n"
-        "\n| output | no archive | SQLite | PostgreSQL: server | PostgreSQL: database |"
-    )
-    print("|---|---:|---:|---:|---:|")
-    for output, result in results.items():
-        base, lite, pg = (result.measured[name] for name in SERVERS)
-        print(
-            f"| {output} | {base.per_explanation_ms(base.server_cpu):.2f} "
-            f"| {lite.per_explanation_ms(lite.server_cpu):.2f} "
-            f"| {pg.per_explanation_ms(pg.server_cpu):.2f} "
-            f"| {pg.per_explanation_ms(pg.database_cpu):.2f} |"
-        )
 
 
 if __name__ == "__main__":

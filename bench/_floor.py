@@ -86,10 +86,14 @@ class _Postgres:
         self._connection.execute(f"CREATE TABLE {TABLE} (id text PRIMARY KEY, payload bytea)")
 
     def insert(self, rows: list[tuple[str | None, bytes]]) -> None:
-        with self._connection.pipeline(), self._connection.cursor() as cursor:
-            cursor.execute("BEGIN")
-            cursor.executemany(f"INSERT INTO {TABLE} (id, payload) VALUES (%s, %s)", rows)
-            cursor.execute("COMMIT")
+        try:
+            with self._connection.pipeline(), self._connection.cursor() as cursor:
+                cursor.execute("BEGIN")
+                cursor.executemany(f"INSERT INTO {TABLE} (id, payload) VALUES (%s, %s)", rows)
+                cursor.execute("COMMIT")
+        except BaseException:
+            self._connection.rollback()  # a failed batch leaves no aborted transaction behind
+            raise
 
     def close(self) -> None:
         self._connection.close()

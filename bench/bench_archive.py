@@ -44,11 +44,10 @@ import requests
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# the repository's root: this process and the servers import bench._floor and tests from it
+sys.path.insert(0, ROOT := str(Path(__file__).resolve().parents[1]))
 from bench._floor import FloorArchive
 from tests._server import connections_per_worker, free_port, workers_of
-
-ROOT = str(Path(__file__).resolve().parents[1])  # the servers import bench._floor from it
 
 POSTGRES = os.environ.get(
     "CRM_EXPLAIN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

@@ -12,7 +12,7 @@ from typing import Any, TypeVar, cast
 import click
 
 from explainer.config import Settings
-from explainer.exceptions import ExplainerError
+from explainer.exceptions import ExplainerError, ValidationError
 from explainer.server import DEFAULT_THREADS
 from model_store.errors import StoreError
 
@@ -37,7 +37,10 @@ def friendly_errors(command: F) -> F:
 
 
 def _settings() -> Settings:
-    return Settings.from_env()
+    try:
+        return Settings.from_env()
+    except ValueError as exc:  # a malformed CRM_EXPLAIN_* variable, named in the message
+        raise ValidationError(str(exc)) from None
 
 
 def _store() -> Any:

@@ -12,6 +12,9 @@ from typing import Any
 MAX_INSTANCES = 100
 #: The largest request body accepted, in bytes (413 beyond it).
 MAX_BODY_BYTES = 1_000_000
+#: Under load, how long a batch of concurrent explanations waits to fill, in milliseconds
+#: (``explainer.group_runner``); a request alone never waits.
+BATCH_WAIT_MS = 10.0
 
 
 @dataclass(frozen=True)
@@ -22,6 +25,7 @@ class Settings:
     api_keys: Mapping[str, str] = field(default_factory=dict)  # key -> role, from the environment
     max_instances: int = MAX_INSTANCES
     max_body_bytes: int = MAX_BODY_BYTES
+    batch_wait_ms: float = BATCH_WAIT_MS
     archive_enabled: bool = True
     #: Archived records older than this many days are pruned by `crm-explain audit prune`.
     retention_days: int | None = None
@@ -38,6 +42,7 @@ class Settings:
             store_url=env.get("CRM_EXPLAIN_STORE_URL") or str(home / "models"),
             api_keys=parse_api_keys(env.get("CRM_EXPLAIN_API_KEYS", "")),
             retention_days=_positive_int(env, "CRM_EXPLAIN_RETENTION_DAYS"),
+            batch_wait_ms=_milliseconds(env, "CRM_EXPLAIN_BATCH_WAIT_MS", BATCH_WAIT_MS),
             embed_origins=tuple(
                 o.strip() for o in env.get("CRM_EXPLAIN_EMBED_ORIGINS", "").split(",") if o.strip()
             ),
@@ -63,3 +68,16 @@ def _positive_int(env: Mapping[str, str], name: str) -> int | None:
     if not raw.isdigit() or int(raw) < 1:
         raise ValueError(f"{name} must be a positive whole number of days, not {raw!r}")
     return int(raw)
+
+
+def _milliseconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1000:  # also refuses nan
+        raise ValueError(f"{name} must be a number of milliseconds from 0 to 1000, not {raw!r}")
+    return value

@@ -7,6 +7,12 @@ queue meanwhile wait as followers; when the leader is done, the first of them le
 batch. Alone, a caller runs its work without handing it to another thread; under load, the
 callers of a batch share its fixed costs. The archive commits its appends this way (group
 commit), and the service computes concurrent explanations of one model together.
+
+Callers that arrive a moment apart, as the clients of a busy server do once their previous
+answers are out, would lead batches of one or two. With ``fill_wait``, a leader that saw
+several callers in one batch lately waits that long at most for as many to queue before it
+runs (dynamic batching, as inference servers do with a queue delay). A caller alone, or the
+first one after a quiet spell, never waits.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import collections
 import copy
 import threading
+import time
 from collections.abc import Callable, Sequence, Sized
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -25,6 +32,8 @@ Result = TypeVar("Result")
 
 #: Runs a batch: one outcome per caller's work, in order (its result, or its own error).
 RunBatch = Callable[[list[Work]], Sequence[Result | Exception]]
+#: How far back a leader looks for the most callers a batch held, in seconds.
+RECENT_S = 0.5
 
 
 @dataclass(eq=False)
@@ -44,7 +53,11 @@ class GroupRunner(Generic[Work, Result]):
 
     ``finish``, when given, is a second stage: the leader hands the lead on once ``run`` is
     done, then finishes its batch (given the work and results that ``run`` gave) while the
-    next leader runs the next batch; the batch's callers hear of their outcome after both."""
+    next leader runs the next batch; the batch's callers hear of their outcome after both.
+
+    ``fill_wait``: the longest a leader waits, in seconds, for as many callers to queue as the
+    largest batch of the last ``RECENT_S`` seconds held (or for ``max_batch`` items); 0 (the
+    default) runs whatever is queued at once."""
 
     def __init__(
         self,
@@ -55,15 +68,20 @@ class GroupRunner(Generic[Work, Result]):
         name: str,
         work: str,
         finish: RunBatch[tuple[Work, Result], Result] | None = None,
+        fill_wait: float = 0.0,
     ) -> None:
         self._run = run
         self._finish = finish
         self._max_batch = max_batch
         self._wait_timeout = wait_timeout
+        self._fill_wait = fill_wait
         self._name = name
         self._work = work
         self._lock = threading.Lock()
         self._leader_done = threading.Condition(self._lock)
+        self._arrived = threading.Condition(self._lock)  # a caller queued
+        #: (monotonic time, callers) of the batches taken lately, oldest first
+        self._recent: collections.deque[tuple[float, int]] = collections.deque()
         self._queue: collections.deque[_Pending[Work, Result]] = collections.deque()
         self._leading = False  # invariant: the queue is empty unless a caller leads
         self._finishing = 0  # batches in their second stage
@@ -80,6 +98,8 @@ class GroupRunner(Generic[Work, Result]):
             self._queue.append(pending)
             if not self._leading:
                 self._leading = pending.leads = True
+            else:
+                self._arrived.notify()  # a leader may be waiting for its batch to fill
         try:
             if not pending.leads:
                 self._follow(pending)
@@ -145,11 +165,13 @@ class GroupRunner(Generic[Work, Result]):
         """Run the batch at the head of the queue (the leader's own work is first), then hand
         the lead to the next caller queued, if any."""
         with self._lock:
+            self._wait_to_fill()
             batch = [self._queue.popleft()]
             size = len(batch[0].items)
             while self._queue and size + len(self._queue[0].items) <= self._max_batch:
                 size += len(self._queue[0].items)
                 batch.append(self._queue.popleft())
+            self._recent.append((time.monotonic(), len(batch)))
         finish = None  # the second stage, once the first has run
         try:
             try:
@@ -170,6 +192,25 @@ class GroupRunner(Generic[Work, Result]):
         finally:
             for pending in batch[1:]:
                 pending.wake.set()
+
+    def _wait_to_fill(self) -> None:
+        """Under the lock, before a leader takes its batch: wait up to ``fill_wait`` for as
+        many callers as the largest recent batch held, or for a full batch."""
+        if self._fill_wait <= 0:
+            return
+        now = time.monotonic()
+        while self._recent and self._recent[0][0] < now - RECENT_S:
+            self._recent.popleft()
+        expected = max((callers for _, callers in self._recent), default=1)
+        deadline = now + self._fill_wait
+        while len(self._queue) < expected and self._queued_items() < self._max_batch:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._arrived.wait(left)
+
+    def _queued_items(self) -> int:
+        return sum(len(pending.items) for pending in self._queue)
 
     def _finished(
         self,

@@ -22,7 +22,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal, TypeVar
 import numpy as np
 import pandas as pd
 
-from explainer.config import Settings
+from explainer.config import BATCH_WAIT_MS, Settings
 from explainer.exceptions import (
     Conflict,
     ExplainerError,
@@ -116,6 +116,7 @@ class ExplainerService:
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
         review_bounds: ReviewBounds = DEFAULT_REVIEW_BOUNDS,
         review_checks: bool = False,
+        batch_wait: float = BATCH_WAIT_MS / 1000,
     ) -> None:
         self.store = store
         self.archive = archive
@@ -123,6 +124,8 @@ class ExplainerService:
         self.review_bounds = review_bounds
         #: Compare every SHAP explanation with LIME too (LIME is always compared with SHAP).
         self.review_checks = review_checks
+        #: Under load, how long concurrent explanations wait for their batch to fill (s).
+        self.batch_wait = batch_wait
         #: The last fairness audit of each model version run here: {"audited_at", "result"}.
         self._audits: dict[tuple[str, int, str], dict[str, Any]] = {}
         self._explainers = dict(explainers or build_explainers())
@@ -146,7 +149,11 @@ class ExplainerService:
 
             settings.home.mkdir(parents=True, exist_ok=True)
             archive = open_archive(settings.archive_url, Secrets.load_or_create(settings.home))
-        return cls(open_store(settings.store_url), archive=archive)
+        return cls(
+            open_store(settings.store_url),
+            archive=archive,
+            batch_wait=settings.batch_wait_ms / 1000,
+        )
 
     def close(self) -> None:
         if self.archive is not None:
@@ -296,6 +303,7 @@ class ExplainerService:
                     # archived while the next batch is explained
                     finish=self._archive_together if options.archive else None,
                     max_batch=MAX_ROWS_TOGETHER,
+                    fill_wait=self.batch_wait,
                     wait_timeout=None,  # the archive's commits have a timeout of their own
                     name="the explainer",
                     work="explanation",

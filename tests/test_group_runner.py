@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from explainer.exceptions import ExplainerError, Unavailable
-from explainer.group_runner import GroupRunner
+from explainer.group_runner import RECENT_S, GroupRunner
 
 GroupCommitWriter = GroupRunner[list[str], list[dict[str, str]]]
 
@@ -348,3 +348,98 @@ def test_close_waits_for_a_batch_still_finishing() -> None:
     closer.join(10)
     caller.join(10)
     assert not closer.is_alive()
+
+
+# --- filling a batch under load ---------------------------------------------------------
+
+
+def filling_writer(commit: FakeTransactions, fill_wait: float, max_batch: int = 500) -> Any:
+    return GroupRunner(
+        commit,  # type: ignore[arg-type]
+        max_batch=max_batch,
+        wait_timeout=10.0,
+        name="the explainer",
+        work="explanation",
+        fill_wait=fill_wait,
+    )
+
+
+def after_a_batch_of_three(commit: FakeTransactions, runner: GroupCommitWriter) -> None:
+    """Run ["x"] alone, then "a", "b", "c" together (they queued behind it)."""
+    outcomes: dict[str, Any] = {}
+    held = commit.hold(0)
+    threads = in_threads(appender(runner, outcomes), [("x",)])
+    assert commit.started[0].wait(5)
+    threads += in_threads(appender(runner, outcomes), [(name,) for name in "abc"])
+    wait_until_queued(runner, 3)
+    held.set()
+    for thread in threads:
+        thread.join(10)
+    assert commit.batches == [[["x"]], [["a"], ["b"], ["c"]]]
+
+
+def test_callers_one_at_a_time_never_wait_for_a_batch_to_fill() -> None:
+    commit = FakeTransactions()
+    runner = filling_writer(commit, fill_wait=30.0)
+
+    started = time.monotonic()
+    for name in ("a", "b", "c"):
+        assert runner.submit([name]) == [{"id": name}]
+
+    assert time.monotonic() - started < 5  # not 30 s each
+    assert commit.batches == [[["a"]], [["b"]], [["c"]]]
+
+
+def test_after_a_batch_of_three_a_leader_waits_for_three_callers() -> None:
+    commit = FakeTransactions()
+    runner = filling_writer(commit, fill_wait=30.0)
+    after_a_batch_of_three(commit, runner)
+    outcomes: dict[str, Any] = {}
+    append = appender(runner, outcomes)
+
+    threads = in_threads(append, [("d",)])
+    wait_until_queued(runner, 1)
+    threads += in_threads(append, [("e",)])
+    wait_until_queued(runner, 2)
+    assert not commit.started[2].wait(0.2)  # "d" leads, waiting for a third caller
+    threads += in_threads(append, [("f",)])
+    for thread in threads:
+        thread.join(10)
+
+    assert sorted(group[0] for group in commit.batches[2]) == ["d", "e", "f"]
+    assert outcomes == {name: [{"id": name}] for name in "def"}
+
+
+def test_a_leader_waits_no_longer_than_the_fill_wait() -> None:
+    commit = FakeTransactions()
+    runner = filling_writer(commit, fill_wait=0.3)
+    after_a_batch_of_three(commit, runner)
+
+    started = time.monotonic()
+    assert runner.submit(["alone"]) == [{"id": "alone"}]
+
+    assert 0.3 <= time.monotonic() - started < 5
+    assert commit.batches[2] == [["alone"]]
+
+
+def test_a_full_batch_runs_without_waiting() -> None:
+    commit = FakeTransactions()
+    runner = filling_writer(commit, fill_wait=30.0, max_batch=3)
+    after_a_batch_of_three(commit, runner)
+
+    started = time.monotonic()
+    assert runner.submit(["d", "e", "f"]) == [{"id": name} for name in "def"]
+
+    assert time.monotonic() - started < 5
+
+
+def test_the_wait_forgets_batches_older_than_half_a_second() -> None:
+    commit = FakeTransactions()
+    runner = filling_writer(commit, fill_wait=30.0)
+    after_a_batch_of_three(commit, runner)
+    time.sleep(RECENT_S + 0.1)
+
+    started = time.monotonic()
+    assert runner.submit(["after a quiet spell"]) == [{"id": "after a quiet spell"}]
+
+    assert time.monotonic() - started < 5

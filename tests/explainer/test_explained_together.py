@@ -359,3 +359,42 @@ def test_those_are_all_the_demo_models_and_outputs_explained_in_batches(
         if shap.row_independent(demo_service.model(name), output)
     ]
     assert batched == BATCHED
+
+
+def test_under_load_requests_arriving_moments_apart_wait_to_share_a_batch(
+    demo_service: ExplainerService,
+) -> None:
+    service = ExplainerService(
+        demo_service.store,
+        explainers={"shap": Held(ShapExplainer()), "lime": Held(LimeExplainer())},
+        batch_wait=30.0,  # long: the batch runs once it fills, not when the wait ends
+    )
+    service._models = demo_service._models
+    three_behind_a_held_one(service)  # a batch of three: the service is under load
+    explainer = held(service)
+    outcomes: dict[int, Any] = {}
+
+    def explain(i: int) -> None:
+        outcomes[i] = service.explain("churn", [decision(i)])
+
+    threads = []
+    for i in (4, 5, 6):  # 0.2 s apart: each would be explained alone without the wait
+        threads.append(threading.Thread(target=explain, args=(i,)))
+        threads[-1].start()
+        time.sleep(0.2)
+    for thread in threads:
+        thread.join(20)
+
+    assert explainer.calls == [1, 3, 3]
+    assert [outcomes[i][0].customer_id for i in (4, 5, 6)] == ["C-4", "C-5", "C-6"]
+
+
+def test_a_request_alone_does_not_wait(demo_service: ExplainerService) -> None:
+    service = ExplainerService(demo_service.store, batch_wait=30.0)
+    service._models = demo_service._models
+
+    started = time.monotonic()
+    for i in range(3):
+        service.explain("churn", [decision(i)])
+
+    assert time.monotonic() - started < 10  # not 30 s each

@@ -4,13 +4,17 @@ and how that throughput compares with explaining in-process on one thread x the 
 the naive path a data scientist would write (the pipeline's transform + shap.TreeExplainer)
 and by crm-explain's own explainer (``ExplainerService.explain``).
 
+Every server batches concurrent explanations with the service's default fill wait
+(``CRM_EXPLAIN_BATCH_WAIT_MS``); ``--without-batch-wait`` adds a server without an archive and
+one with PostgreSQL's that run every batch at once, to show what the wait buys.
+
 Each database also serves a floor archive (``bench/_floor.py``): the least a fail-closed
 archive can do, each batch's JSON committed before it is answered and nothing more. Its cost
 is what committing before answering costs on this machine, whatever the design; the
 archive's cost beyond it is what the archive's design adds.
 
     .venv/bin/python bench/bench_archive.py [--seconds 20] [--clients 8] [--workers 2]
-                                            [--threads 4]
+                                            [--threads 4] [--without-batch-wait]
 
 Each configuration runs a real gunicorn server (``explainer.server.run_server``) on loopback;
 the same requests go to each. The clients are threads of this process on kept-alive
@@ -53,13 +57,27 @@ POSTGRES = os.environ.get(
     "CRM_EXPLAIN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 KEY = "bench-crm-key"
-#: The servers measured side by side, and how the tables name them.
+
+
+@dataclass(frozen=True)
+class Server:
+    label: str  # how the tables name it
+    archive: str  # none, sqlite, sqlite-floor, postgresql or postgresql-floor
+    batch_wait_ms: float | None = None  # None: the service's default
+
+
+#: The servers measured side by side.
 SERVERS = {
-    "none": "no archive",
-    "sqlite": "SQLite",
-    "sqlite-floor": "SQLite floor",
-    "postgresql": "PostgreSQL",
-    "postgresql-floor": "PostgreSQL floor",
+    "none": Server("no archive", "none"),
+    "sqlite": Server("SQLite", "sqlite"),
+    "sqlite-floor": Server("SQLite floor", "sqlite-floor"),
+    "postgresql": Server("PostgreSQL", "postgresql"),
+    "postgresql-floor": Server("PostgreSQL floor", "postgresql-floor"),
+}
+#: With ``--without-batch-wait``: servers that run every batch of explanations at once.
+WITHOUT_BATCH_WAIT = {
+    "none-no-wait": Server("no archive, no batch wait", "none", 0.0),
+    "postgresql-no-wait": Server("PostgreSQL, no batch wait", "postgresql", 0.0),
 }
 #: An in-process baseline: explains the ``i``-th payload.
 Call = Callable[[int], object]
@@ -107,20 +125,22 @@ def drop_schema(schema: str) -> None:
 
 
 def start_server(
-    home: Path, archive: str, url: str | None, args: argparse.Namespace
+    home: Path, server: Server, url: str | None, args: argparse.Namespace
 ) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRM_EXPLAIN_")}
     env |= {"CRM_EXPLAIN_HOME": str(home), "CRM_EXPLAIN_API_KEYS": f"crm:{KEY}"}
     if url:
         env["CRM_EXPLAIN_ARCHIVE_URL"] = url
-    server = subprocess.Popen(
+    if server.batch_wait_ms is not None:
+        env["CRM_EXPLAIN_BATCH_WAIT_MS"] = str(server.batch_wait_ms)
+    process = subprocess.Popen(
         [
             sys.executable,
             "-c",
             SERVER,
             str(port),
-            archive,
+            server.archive,
             str(args.workers),
             str(args.threads),
             ROOT,
@@ -130,7 +150,7 @@ def start_server(
         stderr=subprocess.DEVNULL,
     )
     wait_ready(f"http://127.0.0.1:{port}")
-    return server, port
+    return process, port
 
 
 @dataclass
@@ -140,9 +160,14 @@ class Measured:
     server_cpu: float = 0.0  # seconds of CPU, the server's master and workers
     database_cpu: float = 0.0  # seconds of CPU, every PostgreSQL process of this machine
     splits: list[list[int]] = field(default_factory=list)  # clients per worker, each round
+    latencies: list[float] = field(default_factory=list)  # seconds, each answered request
 
     def per_explanation_ms(self, seconds: float) -> float:
         return 1e3 * seconds / max(self.done, 1)
+
+    def latency_ms(self, q: float) -> float:
+        ordered = sorted(self.latencies)
+        return 1e3 * ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
 
 
 @dataclass
@@ -185,7 +210,7 @@ def measure_side_by_side(
             connections = connect_evenly(server.pid, port, args.clients)
             m.splits.append(sorted(connections_per_worker(server.pid, port), reverse=True))
             cpu_before, db_before = process_tree_cpu(server.pid), postgres_cpu()
-            count, failed = hammer(connections, bodies, share)
+            count, failed = hammer(connections, bodies, share, m.latencies)
             m.server_cpu += process_tree_cpu(server.pid) - cpu_before
             m.database_cpu += postgres_cpu() - db_before
             m.done += count
@@ -264,12 +289,17 @@ def wait_ready(base: str) -> None:
 
 
 def hammer(
-    connections: list[http.client.HTTPConnection], bodies: list[bytes], seconds: float
+    connections: list[http.client.HTTPConnection],
+    bodies: list[bytes],
+    seconds: float,
+    latencies: list[float] | None = None,
 ) -> tuple[int, int]:
-    """Each connection's client explains as fast as it can for ``seconds``; then it closes."""
+    """Each connection's client explains as fast as it can for ``seconds``; then it closes.
+    The time each answered request took goes to ``latencies``."""
     clients = len(connections)
     counts = [0] * clients
     errors = [0] * clients
+    took: list[list[float]] = [[] for _ in range(clients)]
     deadline = time.monotonic() + seconds
     headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
 
@@ -277,10 +307,12 @@ def hammer(
         connection = connections[n]
         i = n
         while time.monotonic() < deadline:
+            start = time.perf_counter()
             connection.request("POST", "/v1/models/churn/explain", bodies[i % len(bodies)], headers)
             response = connection.getresponse()
             response.read()
             if response.status == 200:
+                took[n].append(time.perf_counter() - start)
                 counts[n] += 1
             else:
                 errors[n] += 1
@@ -294,6 +326,8 @@ def hammer(
         thread.start()
     for thread in threads:
         thread.join()
+    if latencies is not None:
+        latencies.extend(t for client_took in took for t in client_took)
     return sum(counts), sum(errors)
 
 
@@ -345,7 +379,13 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument(
+        "--without-batch-wait",
+        action="store_true",
+        help="also run servers that explain every batch at once (no archive; PostgreSQL)",
+    )
     args = parser.parse_args()
+    chosen = SERVERS | (WITHOUT_BATCH_WAIT if args.without_batch_wait else {})
     payloads = rows(200)
     cores = len(os.sched_getaffinity(0))
     with tempfile.TemporaryDirectory() as folder:
@@ -360,14 +400,17 @@ def main() -> None:
         sqlite_floor_url = f"sqlite:///{home / 'floor.db'}"
         FloorArchive.create_table(sqlite_floor_url)
         FloorArchive.create_table(pg_url)
-        urls = {
+        urls = {  # by archive: the servers of one archive share it, as replicas do
             "none": None,
             "sqlite": f"sqlite:///{home / 'bench.db'}",
             "sqlite-floor": sqlite_floor_url,
             "postgresql": pg_url,
             "postgresql-floor": pg_url,
         }
-        servers = {name: start_server(home, name, url, args) for name, url in urls.items()}
+        servers = {
+            name: start_server(home, server, urls[server.archive], args)
+            for name, server in chosen.items()
+        }
         try:
             results: dict[str, Result] = {}
             for output in ("probability", "log_odds"):
@@ -390,10 +433,12 @@ def main() -> None:
                 server.terminate()
                 server.wait(timeout=30)
             drop_schema(schema)
-    report(results, args, cores)
+    report(results, chosen, args, cores)
 
 
-def report(results: dict[str, Result], args: argparse.Namespace, cores: int) -> None:
+def report(
+    results: dict[str, Result], chosen: dict[str, Server], args: argparse.Namespace, cores: int
+) -> None:
     one, five, _ = os.getloadavg()
     print(
         f"# Archive cost — {date.today()} — {platform.node()}, {cores} cores, "
@@ -410,22 +455,28 @@ def report(results: dict[str, Result], args: argparse.Namespace, cores: int) -> 
         "CPU per explanation: the server's master and workers; every PostgreSQL process.\n"
     )
     print(
-        "| output | archive | expl/s | cost | / crm-explain x cores | / naive x cores "
-        "| CPU/expl, server (ms) | CPU/expl, PostgreSQL (ms) | errors |"
+        "| output | server | expl/s | cost | / crm-explain x cores | / naive x cores "
+        "| CPU/expl, server (ms) | CPU/expl, PostgreSQL (ms) | latency p50 / p99 (ms) "
+        "| errors |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for output, result in results.items():
         base = result.measured["none"].done / args.seconds
         own, naive = result.in_process * cores, result.naive * cores
-        for name, label in SERVERS.items():
+        for name, server in chosen.items():
             m = result.measured[name]
             rate = m.done / args.seconds
             cost = "" if name == "none" else f"{1 - rate / base:+.1%}"
-            database = f"{m.per_explanation_ms(m.database_cpu):.2f}" if "postgres" in name else ""
+            database = (
+                f"{m.per_explanation_ms(m.database_cpu):.2f}"
+                if server.archive.startswith("postgresql")
+                else ""
+            )
             print(
-                f"| {output} | {label} | {rate:.1f} | {cost} | {rate / own:.2f} "
+                f"| {output} | {server.label} | {rate:.1f} | {cost} | {rate / own:.2f} "
                 f"| {rate / naive:.2f} | {m.per_explanation_ms(m.server_cpu):.2f} "
-                f"| {database} | {m.errors} |"
+                f"| {database} | {m.latency_ms(0.5):.1f} / {m.latency_ms(0.99):.1f} "
+                f"| {m.errors} |"
             )
     print("\nOne thread in-process (expl/s)\n\n| output | crm-explain | naive |\n|---|---:|---:|")
     for output, result in results.items():
@@ -434,7 +485,7 @@ def report(results: dict[str, Result], args: argparse.Namespace, cores: int) -> 
     print("| output | server | splits |")
     print("|---|---|---|")
     for output, result in results.items():
-        for name in SERVERS:
+        for name in chosen:
             splits = " ".join("/".join(map(str, split)) for split in result.measured[name].splits)
             print(f"| {output} | {name} | {splits} |")
 

@@ -171,7 +171,8 @@ class GroupRunner(Generic[Work, Result]):
             while self._queue and size + len(self._queue[0].items) <= self._max_batch:
                 size += len(self._queue[0].items)
                 batch.append(self._queue.popleft())
-            self._recent.append((time.monotonic(), len(batch)))
+            if self._fill_wait > 0:  # _wait_to_fill drops what is older than RECENT_S
+                self._recent.append((time.monotonic(), len(batch)))
         finish = None  # the second stage, once the first has run
         try:
             try:

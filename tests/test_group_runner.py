@@ -443,3 +443,12 @@ def test_the_wait_forgets_batches_older_than_half_a_second() -> None:
     assert runner.submit(["after a quiet spell"]) == [{"id": "after a quiet spell"}]
 
     assert time.monotonic() - started < 5
+
+
+def test_a_runner_without_a_fill_wait_keeps_no_history_of_its_batches() -> None:
+    runner = writer(FakeTransactions())
+
+    for i in range(5):
+        runner.submit([f"r{i}"])
+
+    assert not runner._recent  # a long-running archive writer must not grow it without end

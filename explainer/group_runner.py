@@ -118,6 +118,7 @@ class GroupRunner(Generic[Work, Result]):
         """Refuse new work; return once what is queued is done."""
         with self._lock:
             self._closed = True
+            self._arrived.notify_all()  # a leader waiting to fill runs what it has
             while self._leading or self._finishing:
                 self._leader_done.wait()
 
@@ -204,7 +205,11 @@ class GroupRunner(Generic[Work, Result]):
             self._recent.popleft()
         expected = max((callers for _, callers in self._recent), default=1)
         deadline = now + self._fill_wait
-        while len(self._queue) < expected and self._queued_items() < self._max_batch:
+        while (
+            not self._closed
+            and len(self._queue) < expected
+            and self._queued_items() < self._max_batch
+        ):
             left = deadline - time.monotonic()
             if left <= 0:
                 return

@@ -364,6 +364,13 @@ def filling_writer(commit: FakeTransactions, fill_wait: float, max_batch: int = 
     )
 
 
+@pytest.fixture
+def long_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runners remember their batches for a minute: a slow machine's pauses between the batch
+    of three and the next leader do not make it forget the load."""
+    monkeypatch.setattr("explainer.group_runner.RECENT_S", 60.0)
+
+
 def after_a_batch_of_three(commit: FakeTransactions, runner: GroupCommitWriter) -> None:
     """Run ["x"] alone, then "a", "b", "c" together (they queued behind it)."""
     outcomes: dict[str, Any] = {}
@@ -390,7 +397,7 @@ def test_callers_one_at_a_time_never_wait_for_a_batch_to_fill() -> None:
     assert commit.batches == [[["a"]], [["b"]], [["c"]]]
 
 
-def test_after_a_batch_of_three_a_leader_waits_for_three_callers() -> None:
+def test_after_a_batch_of_three_a_leader_waits_for_three_callers(long_memory: None) -> None:
     commit = FakeTransactions()
     runner = filling_writer(commit, fill_wait=30.0)
     after_a_batch_of_three(commit, runner)
@@ -410,7 +417,7 @@ def test_after_a_batch_of_three_a_leader_waits_for_three_callers() -> None:
     assert outcomes == {name: [{"id": name}] for name in "def"}
 
 
-def test_a_leader_waits_no_longer_than_the_fill_wait() -> None:
+def test_a_leader_waits_no_longer_than_the_fill_wait(long_memory: None) -> None:
     commit = FakeTransactions()
     runner = filling_writer(commit, fill_wait=0.3)
     after_a_batch_of_three(commit, runner)
@@ -422,7 +429,7 @@ def test_a_leader_waits_no_longer_than_the_fill_wait() -> None:
     assert commit.batches[2] == [["alone"]]
 
 
-def test_a_full_batch_runs_without_waiting() -> None:
+def test_a_full_batch_runs_without_waiting(long_memory: None) -> None:
     commit = FakeTransactions()
     runner = filling_writer(commit, fill_wait=30.0, max_batch=3)
     after_a_batch_of_three(commit, runner)
@@ -452,3 +459,19 @@ def test_a_runner_without_a_fill_wait_keeps_no_history_of_its_batches() -> None:
         runner.submit([f"r{i}"])
 
     assert not runner._recent  # a long-running archive writer must not grow it without end
+
+
+def test_close_ends_a_leaders_wait_to_fill(long_memory: None) -> None:
+    commit = FakeTransactions()
+    runner = filling_writer(commit, fill_wait=30.0)
+    after_a_batch_of_three(commit, runner)
+    outcomes: dict[str, Any] = {}
+    [caller] = in_threads(appender(runner, outcomes), [("last",)])
+    wait_until_queued(runner, 1)
+
+    started = time.monotonic()
+    runner.close()
+    caller.join(10)
+
+    assert time.monotonic() - started < 5  # not the 30 s fill wait
+    assert outcomes == {"last": [{"id": "last"}]}

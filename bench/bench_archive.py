@@ -50,6 +50,7 @@ from sqlalchemy.engine import make_url
 
 # the repository's root: this process and the servers import bench._floor and tests from it
 sys.path.insert(0, ROOT := str(Path(__file__).resolve().parents[1]))
+from bench._common import naive_explainer, quantile
 from bench._floor import FloorArchive
 from tests._server import connections_per_worker, free_port, workers_of
 
@@ -166,8 +167,7 @@ class Measured:
         return 1e3 * seconds / max(self.done, 1)
 
     def latency_ms(self, q: float) -> float:
-        ordered = sorted(self.latencies)
-        return 1e3 * ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+        return 1e3 * quantile(self.latencies, q) if self.latencies else 0.0
 
 
 @dataclass
@@ -352,7 +352,6 @@ def naive_explainer_of_rows(home: Path, payloads: list[dict[str, object]]) -> Ca
     ``shap.TreeExplainer(model).shap_values`` on one row, the rows' frames ready."""
     import pandas as pd
 
-    from bench._common import naive_explainer
     from explainer.service import ExplainerService
     from model_store import open_store
 

@@ -13,7 +13,7 @@ MAX_INSTANCES = 100
 #: The largest request body accepted, in bytes (413 beyond it).
 MAX_BODY_BYTES = 1_000_000
 #: Under load, how long a batch of concurrent explanations waits to fill, in milliseconds
-#: (``explainer.group_runner``); a request alone never waits.
+#: (``explainer.group_runner``); requests that come one at a time never wait.
 BATCH_WAIT_MS = 10.0
 
 

@@ -11,8 +11,8 @@ commit), and the service computes concurrent explanations of one model together.
 Callers that arrive a moment apart, as the clients of a busy server do once their previous
 answers are out, would lead batches of one or two. With ``fill_wait``, a leader that saw
 several callers in one batch lately waits that long at most for as many to queue before it
-runs (dynamic batching, as inference servers do with a queue delay). A caller alone, or the
-first one after a quiet spell, never waits.
+runs (dynamic batching, as inference servers do with a queue delay). Callers that come one at a
+time never wait, nor does the first one after half a second without a batch of several.
 """
 
 from __future__ import annotations
